@@ -1,0 +1,240 @@
+"""Experiment configuration: frozen dataclasses, a YAML loader, and ``--set a.b=c`` overrides.
+
+Unknown keys are rejected with the list of valid ones; every error is a :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sslandmarks.errors import UserError
+
+VARIANTS = ("L", "L+A", "L+ELT", "L+ELT+A", "A", "A+ELT")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """A named attribute head on the landmark coordinates: ``class`` (``classes`` logits) or
+    ``regression`` (``dims`` outputs, L1 loss)."""
+
+    name: str = "class"
+    kind: str = "class"
+    classes: int = 2
+    dims: int = 1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "blocks"  # blocks | shapes
+    n_train: int = 3200
+    n_val: int = 3200
+    n_test: int = 3200
+    seed: int = 0  # generation seed: the same images for every run
+    labelled_pct: float = 100.0  # share of training images that keep their landmarks
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Seq-MT per Tables S7-S9: ``depth`` convs of ``kernel x kernel x width``, then 1x1 convs of
+    ``pointwise`` widths, then a ``head_kernel`` conv to ``num_landmarks`` maps, soft-argmax (``beta``),
+    and one MLP (``mlp_hidden``, ``dropout``) per attribute head."""
+
+    name: str = "seqmt"
+    in_channels: int = 1
+    input_size: tuple[int, int] = (60, 60)
+    num_landmarks: int = 5
+    kernel: int = 9
+    width: int = 8
+    depth: int = 6
+    pointwise: tuple[int, ...] = (8,)
+    head_kernel: int = 1
+    batchnorm: bool = False
+    beta: float = 1.0
+    mlp_hidden: tuple[int, ...] = (256, 256)
+    dropout: float = 0.25
+    heads: tuple[HeadConfig, ...] = (HeadConfig(name="class", kind="class", classes=15),)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Eq. 2 weights; ``variant`` picks the terms (L = landmarks, A = attributes, ELT)."""
+
+    variant: str = "L+ELT+A"
+    lam: float = 1.0
+    alpha: float = 1.0
+    gamma: float = 0.0
+    attribute: float = 1.0
+    elt_on: str = "unlabelled"  # unlabelled (the paper's protocol) | all
+    elt_rotation_deg: float = 30.0
+    elt_scale: tuple[float, float] = (0.9, 1.1)
+    elt_translate: float = 3.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_labelled: int = 16
+    batch_unlabelled: int = 32
+    lr: float = 1e-3
+    schedule: str = "cosine"  # constant | cosine
+    warmup_steps: int = 0
+    eval_every: int = 250
+    log_every: int = 25
+    checkpoint_every: int = 250
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "32-true"  # 32-true | bf16-mixed
+    channels_last: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(cfg: Config) -> None:
+    """Check values that types cannot express."""
+    if not 0.0 < cfg.data.labelled_pct <= 100.0:
+        raise UserError(f"data.labelled_pct={cfg.data.labelled_pct} is outside (0, 100]: give a percentage")
+    if cfg.loss.variant not in VARIANTS:
+        raise UserError(f"loss.variant={cfg.loss.variant!r} is unknown: use one of {', '.join(VARIANTS)}")
+    if cfg.loss.elt_on not in ("unlabelled", "all"):
+        raise UserError(f"loss.elt_on={cfg.loss.elt_on!r}: use 'unlabelled' or 'all'")
+    if cfg.train.schedule not in ("constant", "cosine"):
+        raise UserError(f"train.schedule={cfg.train.schedule!r}: use 'constant' or 'cosine'")
+    for name in ("steps", "batch_labelled", "eval_every", "log_every", "checkpoint_every"):
+        if getattr(cfg.train, name) < 1:
+            raise UserError(f"train.{name} must be >= 1")
+    for head in cfg.model.heads:
+        if head.kind not in ("class", "regression"):
+            raise UserError(f"model.heads: head {head.name!r} has kind {head.kind!r}: use 'class' or 'regression'")
+
+
+def variant_terms(variant: str) -> frozenset[str]:
+    """``"L+ELT+A" -> {"L", "ELT", "A"}``."""
+    return frozenset(variant.split("+"))
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """Build a value of annotated type ``tp`` from plain YAML data."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key {path!r} must be a mapping, got {value!r}")
+        return _build(tp, value, path)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise UserError(f"config key {path!r} must be a list, got {value!r}")
+        inner = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise UserError(f"config key {path!r} needs {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise UserError(f"config key {path!r} must be true or false, got {value!r}")
+    if tp in (int, str) and (not isinstance(value, tp) or isinstance(value, bool)):
+        raise UserError(f"config key {path!r} must be {tp.__name__}, got {value!r}")
+    if tp is float and not isinstance(value, float):
+        raise UserError(f"config key {path!r} must be a number, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, path: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise UserError(f"unknown config key {full!r}: valid keys here are {', '.join(names)}")
+        kwargs[key] = _convert(hints[key], value, full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples become lists) suitable for YAML and checkpoints."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {dotted}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["train.steps=100", "loss.variant=L"]`` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=500")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if key.strip() == "variant":  # convenience alias
+            key = "loss.variant"
+        _set_path(out, key.strip(), value)
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Recursive dict merge; ``extra`` wins."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def from_dict(data: dict, overrides: dict | None = None) -> Config:
+    return _build(Config, merge(data or {}, overrides or {}))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file and apply ``--set`` overrides."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} does not exist: pass one of the files in configs/")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: the top level must be a mapping with data/model/loss/train sections")
+    try:
+        return from_dict(data, parse_overrides(overrides))
+    except UserError as e:
+        raise UserError(f"{p}: {e}") from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Datasets: synthetic Shapes and Blocks, labelled-fraction splits, batching."""

@@ -1,0 +1,53 @@
+"""In-memory landmark datasets: plain tensors, no per-dataset classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LandmarkData:
+    """A set of images with (possibly missing) landmarks and named attributes.
+
+    ``images (N, C, H, W)`` uint8; ``landmarks (N, K, 2)`` float32 ``(x, y)`` input pixels, NaN where
+    unknown; ``attributes``: name -> ``(N,)`` long (class, ``-1`` missing) or ``(N, D)`` float (regression,
+    NaN missing); ``kinds``: name -> ``"class"`` | ``"regression"``.
+    """
+
+    images: Tensor
+    landmarks: Tensor
+    attributes: dict[str, Tensor] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def landmark_mask(self) -> Tensor:
+        """``(N, K)`` bool: the landmark is known."""
+        return ~torch.isnan(self.landmarks).any(-1)
+
+    def subset(self, index: Tensor) -> LandmarkData:
+        return replace(
+            self,
+            images=self.images[index],
+            landmarks=self.landmarks[index],
+            attributes={k: v[index] for k, v in self.attributes.items()},
+        )
+
+    def to(self, device) -> LandmarkData:
+        return replace(
+            self,
+            images=self.images.to(device),
+            landmarks=self.landmarks.to(device),
+            attributes={k: v.to(device) for k, v in self.attributes.items()},
+        )
+
+    def without_landmarks(self, keep: Tensor) -> LandmarkData:
+        """Copy where only images with ``keep (N,)`` true retain their landmarks."""
+        lm = self.landmarks.clone()
+        lm[~keep] = float("nan")
+        return replace(self, landmarks=lm)

@@ -1,0 +1,88 @@
+"""Loss terms of Eq. 2 and their combination.
+
+Every term is a plain function of tensors; :func:`combine` applies the paper's weights::
+
+    Cost = attribute + alpha * elt + lambda * landmark + gamma * ||W||^2
+
+with ``landmark`` the mean squared Euclidean distance over labelled landmarks, ``elt`` the mean over
+images and landmarks of ``||T L_k(I) - L_k(T I)||^2`` and ``attribute`` the sum over heads of
+cross-entropy (classification) or L1 (regression).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sslandmarks.geometry import apply_points
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``values`` where ``mask`` is true; zero (still differentiable) when nothing is valid."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def landmark_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean squared distance ``||pred_k - target_k||^2`` over valid landmarks.
+
+    ``pred, target (B, K, 2)``; ``mask (B, K)`` bool (missing targets may hold NaN: they are ignored).
+    """
+    diff = torch.nan_to_num(target) - pred
+    return masked_mean((diff * diff).sum(-1), mask)
+
+
+def elt_loss(pred: Tensor, pred_warped: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Equivariant landmark transformation cost, ``mean_k ||T L_k(I) - L_k(T I)||^2``.
+
+    ``pred (B, K, 2)`` on the images, ``pred_warped (B, K, 2)`` on the warped images, ``t (B, 3, 3)``;
+    ``mask (B, K)`` drops landmarks whose transformed position left the image.
+    """
+    return landmark_loss(pred_warped, apply_points(t, pred), mask)
+
+
+def attribute_losses(
+    outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], kinds: Mapping[str, str]
+) -> dict[str, Tensor]:
+    """One loss per named head.
+
+    ``kinds[name]`` is ``"class"`` (``outputs (B, C)`` logits, ``targets (B,)`` long, ``-1`` = missing,
+    cross-entropy) or ``"regression"`` (``outputs (B, D)``, ``targets (B, D)``, NaN = missing, L1).
+    """
+    out: dict[str, Tensor] = {}
+    for name, kind in kinds.items():
+        pred, target = outputs[name], targets[name].to(outputs[name].device)
+        if kind == "class":
+            valid = target >= 0
+            ce = F.cross_entropy(pred.float(), target.clamp_min(0), reduction="none")
+            out[name] = masked_mean(ce, valid)
+        elif kind == "regression":
+            target = target.reshape(pred.shape)
+            valid = ~torch.isnan(target)
+            out[name] = masked_mean((pred.float() - torch.nan_to_num(target)).abs(), valid)
+        else:
+            raise ValueError(f"unknown attribute kind {kind!r}: use 'class' or 'regression'")
+    return out
+
+
+def l2_penalty(parameters: Iterable[nn.Parameter]) -> Tensor:
+    """``sum ||W||^2`` over weight tensors (biases and norm layers excluded: ``ndim > 1``)."""
+    terms = [p.pow(2).sum() for p in parameters if p.ndim > 1]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def combine(terms: Mapping[str, Tensor], alpha: float, lam: float, gamma: float, attribute: float = 1.0) -> Tensor:
+    """Eq. 2: ``attribute * A + alpha * ELT + lambda * L + gamma * ||W||^2`` over the terms present."""
+    weights = {"attribute": attribute, "elt": alpha, "landmark": lam, "l2": gamma}
+    total = None
+    for name, w in weights.items():
+        if name in terms and w != 0.0:
+            total = w * terms[name] if total is None else total + w * terms[name]
+    if total is None:
+        raise ValueError("no loss term is switched on: check the variant and the weights")
+    return total

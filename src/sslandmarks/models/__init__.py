@@ -1,0 +1,26 @@
+"""Models, each built from a :class:`~sslandmarks.config.ModelConfig`; all return a
+:class:`~sslandmarks.models.common.ModelOutput`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from sslandmarks.config import ModelConfig
+from sslandmarks.errors import UserError
+from sslandmarks.models.common import ModelOutput
+from sslandmarks.models.seqmt import build_seqmt
+
+MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "seqmt": build_seqmt,
+}
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.name not in MODELS:
+        raise UserError(f"model.name={cfg.name!r} is unknown: use one of {', '.join(MODELS)}")
+    return MODELS[cfg.name](cfg)
+
+
+__all__ = ["MODELS", "ModelOutput", "build_model"]

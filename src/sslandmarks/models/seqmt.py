@@ -1,0 +1,50 @@
+"""Seq-MT (Fig. 2, Tables S7-S9): a full-resolution conv net, soft-argmax, then MLPs on the coordinates.
+
+The attribute heads see *only* the predicted landmarks, so an attribute loss trains the conv net
+through the soft-argmax: the paper's sequential multi-tasking.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sslandmarks.config import ModelConfig
+from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
+from sslandmarks.softargmax import soft_argmax
+
+
+class SeqMT(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.beta = cfg.beta
+        h, w = cfg.input_size
+        self.register_buffer("size", torch.tensor([w, h], dtype=torch.float32), persistent=False)
+        layers: list[nn.Module] = []
+        cin = cfg.in_channels
+        for _ in range(cfg.depth):
+            layers += conv_block(cin, cfg.width, cfg.kernel, cfg.batchnorm)
+            cin = cfg.width
+        for width in cfg.pointwise:
+            layers += conv_block(cin, width, 1, cfg.batchnorm)
+            cin = width
+        # The last layer gives the landmark maps; no ReLU so that the softmax sees signed scores.
+        layers += conv_block(cin, cfg.num_landmarks, cfg.head_kernel, batchnorm=False, relu=False)
+        self.localizer = nn.Sequential(*layers)
+        k = cfg.num_landmarks
+        self.heads = nn.ModuleDict(
+            {hd.name: mlp(2 * k, cfg.mlp_hidden, head_outputs(hd), cfg.dropout) for hd in cfg.heads}
+        )
+
+    def forward(self, images: Tensor) -> ModelOutput:
+        """``images (B, C, H, W)`` float -> :class:`ModelOutput` with maps at full resolution."""
+        heatmaps = self.localizer(images)
+        landmarks, _ = soft_argmax(heatmaps, self.beta)
+        # The MLP reads coordinates scaled to [-1, 1] (a fixed affine map of the pixel coordinates).
+        z = (2 * (landmarks + 0.5) / self.size - 1).flatten(1)
+        attributes = {name: head(z) for name, head in self.heads.items()}
+        return ModelOutput(heatmaps, landmarks, attributes)
+
+
+def build_seqmt(cfg: ModelConfig) -> SeqMT:
+    return SeqMT(cfg)

@@ -1,0 +1,108 @@
+"""PNG figures (matplotlib, Agg backend): predictions vs ground truth, the Blocks classes, Fig. 3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from sslandmarks.config import Config  # noqa: E402
+from sslandmarks.data.dataset import LandmarkData  # noqa: E402
+
+COLORS = ["red", "dodgerblue", "gold", "magenta", "cyan", "orange", "lime"]
+
+
+def _show(ax, image: torch.Tensor) -> None:
+    img = image.float().cpu()
+    ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0) / 255.0, cmap="gray", vmin=0, vmax=255)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path, cols: int = 4) -> None:
+    """Images with ground truth (green +) and one or more predictions (x, one colour per name)."""
+    n = images.shape[0]
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        _show(ax, images[i])
+        if gt is not None:
+            ax.plot(gt[i, :, 0], gt[i, :, 1], "+", color="lime", ms=8, mew=1.5)
+        for j, (name, p) in enumerate(preds.items()):
+            ax.plot(p[i, :, 0], p[i, :, 1], "x", color=COLORS[j % len(COLORS)], ms=6, mew=1.5, label=name)
+    handles = [plt.Line2D([], [], ls="", marker="+", color="lime", label="ground truth")] if gt is not None else []
+    handles += [plt.Line2D([], [], ls="", marker="x", color=COLORS[j % len(COLORS)], label=k) for j, k in enumerate(preds)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_predictions(model: nn.Module, data: LandmarkData, cfg: Config, path: str | Path, n: int = 12) -> None:
+    """Ground truth and predictions on the first ``n`` images of ``data``."""
+    from sslandmarks.evaluate import predict_all
+
+    pred, _ = predict_all(model, data.images[:n])
+    prediction_grid(data.images[:n], data.landmarks[:n].cpu(), {"prediction": pred}, path)
+
+
+def block_classes(path: str | Path) -> None:
+    """Draw the 15 base figures of Blocks with their 5 landmarks numbered from the head."""
+    import numpy as np
+
+    from sslandmarks.data.raster import fill_convex
+    from sslandmarks.data.synthetic import BLOCK_FIGURES, _figure_parts
+
+    fig, axes = plt.subplots(3, 5, figsize=(11, 7))
+    for c, ax in enumerate(axes.flat):
+        cells = np.asarray(BLOCK_FIGURES[c], dtype=float)
+        polys, lms = _figure_parts(cells - cells.mean(0))
+        canvas = np.zeros((60, 60), np.float32)
+        for p in polys:
+            fill_convex(canvas, p * 8 + 29.5)
+        lms = lms * 8 + 29.5
+        ax.imshow(canvas, cmap="gray")
+        for k, (x, y) in enumerate(lms):
+            ax.text(x, y, str(k + 1), color="red", ha="center", va="center", fontsize=8, weight="bold")
+        ax.set_title(f"class {c}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Blocks: the 15 base figures (landmarks 1-5 from the head)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def shapes_figure(model: nn.Module, data: LandmarkData, path: str | Path, n: int = 8) -> None:
+    """Fig. 3: images; predicted landmarks 1 (red) and 2 (blue); the two landmark probability maps."""
+    from sslandmarks.softargmax import spatial_softmax
+    from sslandmarks.train import to_input
+
+    model.eval()
+    device = next(model.parameters()).device
+    out = model(to_input(data.images[:n].to(device)))
+    probs = spatial_softmax(out.heatmaps, model.beta).cpu()
+    lms = out.landmarks.cpu()
+    fig, axes = plt.subplots(4, n, figsize=(1.8 * n, 7.6), squeeze=False)
+    for i in range(n):
+        _show(axes[0, i], data.images[i])
+        _show(axes[1, i], data.images[i])
+        for k, color in enumerate(("red", "dodgerblue")):
+            axes[1, i].plot(lms[i, k, 0], lms[i, k, 1], "x", color=color, ms=9, mew=2)
+            axes[2 + k, i].imshow(probs[i, k], cmap="magma")
+            axes[2 + k, i].set_xticks([])
+            axes[2 + k, i].set_yticks([])
+    for r, label in enumerate(["image", "landmarks", "map 1", "map 2"]):
+        axes[r, 0].set_ylabel(label)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,74 @@
+import torch
+
+from sslandmarks.data.splits import IndexStream, labelled_subset
+from sslandmarks.data.synthetic import BLOCK_FIGURES, NUM_BLOCK_CLASSES, make_blocks, make_shapes
+
+
+def test_blocks_deterministic_and_well_formed():
+    a, b = make_blocks(40, seed=3, split="train"), make_blocks(40, seed=3, split="train")
+    assert torch.equal(a.images, b.images) and torch.equal(a.landmarks, b.landmarks)
+    c = make_blocks(40, seed=3, split="test")
+    assert not torch.equal(a.images, c.images)
+    assert a.images.shape == (40, 1, 60, 60) and a.images.dtype == torch.uint8
+    assert a.landmarks.shape == (40, 5, 2)
+    assert (a.landmarks >= 0).all() and (a.landmarks <= 59).all()
+    assert a.attributes["class"].min() >= 0 and a.attributes["class"].max() < 15
+
+
+def test_blocks_square_landmarks_sit_on_white_blocks():
+    d = make_blocks(50, seed=0)
+    xy = d.landmarks[:, 1:].round().long()  # square centres are bright
+    vals = d.images[torch.arange(50)[:, None], 0, xy[..., 1], xy[..., 0]]
+    assert (vals > 200).float().mean() > 0.98
+    # consecutive landmarks are one cell (5-8 px, shrunk to fit) apart
+    steps = (d.landmarks[:, 2:] - d.landmarks[:, 1:-1]).norm(dim=-1)
+    assert steps.min() > 3.0 and steps.max() < 8.1
+
+
+def test_blocks_fifteen_distinct_figures_up_to_rotation():
+    assert NUM_BLOCK_CLASSES == 15 and len(BLOCK_FIGURES) == 15
+
+    def canon(chain):
+        forms = []
+        for k in range(4):
+            pts = chain
+            for _ in range(k):
+                pts = [(-y, x) for x, y in pts]
+            x0, y0 = pts[0]
+            forms.append(tuple((x - x0, y - y0) for x, y in pts))
+        return min(forms)
+
+    assert len({canon(c) for c in BLOCK_FIGURES}) == 15
+
+
+def test_shapes_labels_follow_the_centres():
+    d = make_shapes(200, seed=1)
+    corner = torch.tensor([-0.5, -0.5])
+    dist = (d.landmarks - corner).norm(dim=-1)  # (N, 2): triangle, square
+    assert torch.equal(d.attributes["nearer"], (dist[:, 1] < dist[:, 0]).long())
+    assert 0.3 < d.attributes["nearer"].float().mean() < 0.7
+    # each centre is bright (inside its shape)
+    xy = d.landmarks.round().long()
+    vals = d.images[torch.arange(200)[:, None], 0, xy[..., 1], xy[..., 0]]
+    assert (vals > 200).all()
+
+
+def test_labelled_subset_class_balanced_and_deterministic():
+    classes = torch.arange(1500) % 15
+    m = labelled_subset(classes, 1500, 5.0, seed=0)
+    assert m.sum() == 75
+    assert torch.bincount(classes[m], minlength=15).tolist() == [5] * 15
+    assert torch.equal(m, labelled_subset(classes, 1500, 5.0, seed=0))
+    assert not torch.equal(m, labelled_subset(classes, 1500, 5.0, seed=1))
+    assert labelled_subset(classes, 1500, 0.01, seed=0).sum() == 1
+    assert labelled_subset(None, 10, 100.0, seed=0).all()
+
+
+def test_index_stream_covers_each_pass_and_is_a_function_of_step():
+    s = IndexStream(torch.arange(10, 20), batch=4, seed=0)
+    first_pass = torch.cat([s.batch_at(0), s.batch_at(1), s.batch_at(2)[:2]])
+    assert sorted(first_pass.tolist()) == list(range(10, 20))
+    assert torch.equal(s.batch_at(7), IndexStream(torch.arange(10, 20), 4, 0).batch_at(7))
+    small = IndexStream(torch.arange(3), batch=8, seed=0)  # fewer images than the batch: repeats
+    assert len(small.batch_at(0)) == 8
+    assert len(IndexStream(torch.arange(0), 4, 0).batch_at(0)) == 0
