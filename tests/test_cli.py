@@ -1,0 +1,116 @@
+"""End to end through the CLI: train, kill, resume, evaluate, predict; bad input gives exit 2 and one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sslandmarks.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCKS = str(ROOT / "configs" / "blocks.yaml")
+
+
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "sslandmarks", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def sets(items: list[str]) -> list[str]:
+    return [a for item in items for a in ("--set", item)]
+
+
+def test_train_kill_resume_evaluate_predict(tmp_path, tiny_overrides):
+    out = tmp_path / "run"
+    args = ["train", "--config", BLOCKS, "--out", str(out), "--quiet", *sets(tiny_overrides + ["train.steps=400"])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "sslandmarks", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), proc.stderr.read().decode()
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    # resume with fewer total steps so the test stays quick: it continues from the checkpoint's step
+    assert main(["train", "--config", BLOCKS, "--out", str(out), "--resume", "--quiet",
+                 *sets(tiny_overrides + ["train.steps=40"])]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("n_images", "mean_error_px", "nme", "normalizer", "per_landmark_error_px", "attribute_accuracy"):
+        assert key in metrics
+    assert metrics["n_images"] == 32 and len(metrics["per_landmark_error_px"]) == 5
+    assert 0 <= metrics["test"]["attribute_accuracy"]["class"] <= 1
+    log = (out / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,lr,total,landmark,attribute,elt")
+    assert log[-1].split(",")[0] == "40"
+    for name in ("config.yaml", "predictions.png", "checkpoints/best.ckpt"):
+        assert (out / name).is_file()
+
+    # evaluate: the same numbers as the run's own test metrics
+    res = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoints" / "best.ckpt"), "--out", str(res)]) == 0
+    ev = json.loads(res.read_text())
+    assert ev["mean_error_px"] == pytest.approx(metrics["mean_error_px"], rel=1e-5)
+
+    # predict on an image file of another size: landmarks come back in its pixels
+    img = tmp_path / "blocks.png"
+    Image.fromarray(np.kron(np.eye(6, dtype=np.uint8) * 255, np.ones((20, 20), np.uint8))).save(img)
+    assert main(["predict", "--checkpoint", str(out / "checkpoints" / "best.ckpt"), str(img),
+                 "--out", str(tmp_path / "pred")]) == 0
+    pred = json.loads((tmp_path / "pred" / "predictions.json").read_text())[str(img)]
+    lm = np.array(pred["landmarks"])
+    assert lm.shape == (5, 2) and (lm >= -0.5).all() and (lm <= 119.5).all()
+    assert (tmp_path / "pred" / "blocks_landmarks.png").is_file()
+
+
+def test_resume_refuses_a_missing_run_and_train_refuses_to_overwrite(tmp_path, tiny_overrides):
+    r = run_cli(["train", "--config", BLOCKS, "--out", str(tmp_path / "x"), "--resume", *sets(tiny_overrides)])
+    assert r.returncode == 2 and "start without --resume" in r.stderr
+    run = tmp_path / "done"
+    assert main(["train", "--config", BLOCKS, "--out", str(run), "--quiet", *sets(tiny_overrides + ["train.steps=5"])]) == 0
+    before = (run / "metrics.json").read_text()
+    r = run_cli(["train", "--config", BLOCKS, "--out", str(run), *sets(tiny_overrides + ["train.steps=5"])])
+    assert r.returncode == 2 and "--resume" in r.stderr
+    assert (run / "metrics.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "train.bogus=1"], "unknown config key"),
+        (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "model.name=nope"], "model.name='nope'"),
+        (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.labelled_pct=0"], "outside (0, 100]"),
+        (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.labelled_pct=101"], "outside (0, 100]"),
+        (["train", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "does not exist"),
+        (["train", "--config", BLOCKS, "--out", "/proc/forbidden/run"], "cannot write"),
+        (["evaluate", "--checkpoint", "{tmp}/none.ckpt", "--out", "{tmp}/e.json"], "does not exist"),
+        (["evaluate", "--checkpoint", "{tmp}/junk.ckpt", "--out", "{tmp}/e.json"], "not a loadable"),
+        (["train", "--config"], "expected one argument"),
+        (["fly"], "invalid choice"),
+    ],
+)
+def test_bad_input_exit_2_one_line(tmp_path, args, needle):
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    r = run_cli([a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_python_m_matches_console_script_help():
+    r = run_cli(["--help"])
+    assert r.returncode == 0 and "train" in r.stdout and "evaluate" in r.stdout and "demo" in r.stdout
