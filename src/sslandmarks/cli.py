@@ -23,7 +23,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sslandmarks.train import fit
 
     cfg = load_config(args.config, args.set)
-    metrics = fit(cfg, load_splits(cfg), args.out, resume=args.resume, progress=not args.quiet)
+    metrics, _ = fit(cfg, load_splits(cfg), args.out, resume=args.resume, progress=not args.quiet,
+                     devices=args.devices, num_nodes=args.num_nodes)
+    if not metrics:  # a DDP rank other than 0
+        return 0
     acc = metrics.get("attribute_accuracy", {})
     extra = "".join(f", {k} accuracy {v:.3f}" for k, v in acc.items())
     if "landmark_consistency" in metrics:
@@ -74,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--devices", type=int, default=1,
+                   help="processes (GPUs, or CPU processes with --set train.device=cpu) per node; >1 uses DDP")
+    t.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP (torchrun or SLURM)")
 
     e = sub.add_parser("evaluate", help="score a checkpoint on a dataset",
                        description="Write n_images, mean_error_px, nme (+normalizer), per-landmark error and "

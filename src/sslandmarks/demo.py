@@ -36,7 +36,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     ``summary.json`` and ``predictions.png``."""
     from sslandmarks.data.sources import load_splits
     from sslandmarks.evaluate import predict_all
-    from sslandmarks.train import fit, model_from_checkpoint
+    from sslandmarks.checkpoint import model_from_checkpoint
+    from sslandmarks.train import fit
     from sslandmarks.viz import block_classes, prediction_grid
 
     out = Path(out)
@@ -47,7 +48,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
         splits = splits or load_splits(cfg)
         run = out / variant
         t0 = time.time()
-        metrics = fit(cfg, splits, run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=progress)
+        metrics, _ = fit(cfg, splits, run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=progress)
         summary[variant] = {
             "mean_error_px": metrics["mean_error_px"],
             # the class head of a run without A is untrained: its accuracy means nothing

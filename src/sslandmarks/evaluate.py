@@ -70,7 +70,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, split: 
     """Metrics of a checkpoint on ``data`` (default: the checkpoint's own synthetic dataset, ``split``)."""
     from sslandmarks.data.sources import SOURCES
     from sslandmarks.errors import UserError
-    from sslandmarks.train import model_from_checkpoint
+    from sslandmarks.checkpoint import model_from_checkpoint
 
     model, cfg = model_from_checkpoint(checkpoint)
     name = data or cfg.data.name

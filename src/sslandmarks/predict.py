@@ -31,7 +31,8 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path) ->
     and ``out/<stem>_landmarks.png`` per image. Returns the number of images."""
     from tqdm import tqdm
 
-    from sslandmarks.train import model_from_checkpoint, to_input
+    from sslandmarks.checkpoint import model_from_checkpoint
+    from sslandmarks.train import to_input
     from sslandmarks.viz import prediction_grid
 
     model, cfg = model_from_checkpoint(checkpoint)
@@ -46,14 +47,14 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path) ->
     for path, arr in tqdm(list(zip(images, arrays)), desc="predict", disable=len(images) < 5):
         src_h, src_w = arr.shape[:2]
         small = np.asarray(Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(small.reshape(h, w, -1)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(small.reshape(h, w, -1).copy()).permute(2, 0, 1)[None]
         with torch.no_grad():
             res = model(to_input(x))
         scale = torch.tensor([src_w / w, src_h / h])
         lm = (res.landmarks[0] + 0.5) * scale - 0.5  # input pixels -> image pixels (coords.py convention)
         attrs = {k: int(v[0].argmax()) if v.shape[-1] > 1 else float(v[0, 0]) for k, v in res.attributes.items()}
         results[str(path)] = {"landmarks": lm.tolist(), "attributes": attrs}
-        img = torch.from_numpy(arr).permute(2, 0, 1)[None]
+        img = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
         prediction_grid(img, None, {"prediction": lm[None]}, out / f"{Path(path).stem}_landmarks.png", cols=1)
     (out / "predictions.json").write_text(json.dumps(results, indent=2))
     return len(results)

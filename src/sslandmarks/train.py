@@ -1,15 +1,19 @@
 """One readable training loop: ``compute_losses`` gives named terms, ``fit`` sums them (Eq. 2).
 
 A step draws ``batch_labelled`` images that keep their landmarks and ``batch_unlabelled`` that keep
-only their attributes, so every step sees labelled images even at 1 %. ELT warps the chosen images
-with random affines ``T`` and compares ``L(T I)`` with ``T L(I)`` in one network pass.
+only their attributes (global batch sizes), so every step sees labelled images even at 1 %. ELT warps
+the chosen images with random affines ``T`` and compares ``L(T I)`` with ``T L(I)`` in one network pass.
+
+Everything random in a step is a function of ``(seed, step)`` (batches and transforms) or is saved in
+the checkpoint (the torch RNG, for dropout), so a resumed run continues exactly like an uninterrupted
+one. Lightning Fabric owns devices, precision and DDP: with ``world`` processes, rank ``r`` takes rows
+``r, r + world, ...`` of every global batch.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from sslandmarks.checkpoint import load_checkpoint, save_checkpoint
 from sslandmarks.config import Config, LossConfig, save_config, to_dict, variant_terms
 from sslandmarks.coords import inside_image
 from sslandmarks.data.dataset import LandmarkData
@@ -30,6 +35,10 @@ from sslandmarks.models import build_model
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Training produced NaN or inf; the last good state was saved before raising."""
+
+
 def to_input(images: Tensor, channels_last: bool = False) -> Tensor:
     """uint8 ``(B, C, H, W)`` -> float in ``[0, 1]`` (optionally channels-last)."""
     x = images.float().div_(255.0) if not images.is_floating_point() else images
@@ -40,24 +49,24 @@ def compute_losses(
     model: nn.Module,
     batch: LandmarkData,
     loss_cfg: LossConfig,
-    generator: torch.Generator | None = None,
+    transforms: Tensor | None = None,
     channels_last: bool = False,
 ) -> dict[str, Tensor]:
     """Unweighted loss terms of Eq. 2 for one batch.
 
-    Images whose landmarks are all NaN count as unlabelled. Returns ``landmark``, ``attribute`` (sum over
-    heads) and ``attribute/<head>``, ``elt`` and ``l2`` for the terms the variant switches on.
+    Images whose landmarks are all NaN count as unlabelled. ``transforms (B, 3, 3)`` holds one ELT
+    transform per row of the batch (only the rows ELT applies to are used). Returns ``landmark``,
+    ``attribute`` (sum over heads) and ``attribute/<head>``, ``elt`` and ``l2`` as the variant asks.
     """
     terms = variant_terms(loss_cfg.variant)
     x = to_input(batch.images)
     n, (h, w) = x.shape[0], x.shape[-2:]
-    labelled = batch.landmark_mask.any(-1)
-    use_elt = "ELT" in terms and loss_cfg.alpha > 0
+    use_elt = "ELT" in terms and loss_cfg.alpha > 0 and transforms is not None
     if use_elt:
-        elt_rows = torch.arange(n, device=x.device) if loss_cfg.elt_on == "all" else torch.nonzero(~labelled)[:, 0]
-        ranges = AffineRanges(loss_cfg.elt_rotation_deg, loss_cfg.elt_scale, loss_cfg.elt_translate)
-        t, _ = sample_affine(len(elt_rows), ranges, (h, w), generator, device=x.device)
-        x = torch.cat([x, warp_images(x[elt_rows], t)])  # one pass over originals and warped copies
+        labelled = batch.landmark_mask.any(-1)
+        rows = torch.arange(n, device=x.device) if loss_cfg.elt_on == "all" else torch.nonzero(~labelled)[:, 0]
+        t = transforms.to(x.device)[rows]
+        x = torch.cat([x, warp_images(x[rows], t)])  # one pass over originals and warped copies
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     out = model(x)
@@ -70,8 +79,8 @@ def compute_losses(
         losses["attribute"] = torch.stack(list(per_head.values())).sum()
         losses.update({f"attribute/{k}": v for k, v in per_head.items()})
     if use_elt:
-        target = apply_points(t, pred[elt_rows])
-        losses["elt"] = elt_loss(pred[elt_rows], out.landmarks[n:], t, inside_image(target, h, w))
+        target = apply_points(t, pred[rows])
+        losses["elt"] = elt_loss(pred[rows], out.landmarks[n:], t, inside_image(target, h, w))
     if loss_cfg.gamma > 0:
         losses["l2"] = l2_penalty(model.parameters())
     return losses
@@ -83,7 +92,7 @@ def total_loss(losses: dict[str, Tensor], loss_cfg: LossConfig) -> Tensor:
 
 @dataclass
 class Splits:
-    train: LandmarkData  # landmarks of images outside the labelled fraction are NaN
+    train: LandmarkData  # full ground truth; fit() hides the landmarks outside the labelled fraction
     val: LandmarkData
     test: LandmarkData
 
@@ -94,52 +103,20 @@ def semi_supervised(train: LandmarkData, cfg: Config) -> LandmarkData:
     if "L" not in variant_terms(cfg.loss.variant):
         return train.without_landmarks(torch.zeros(n, dtype=torch.bool))
     classes = next((v for k, v in train.attributes.items() if train.kinds[k] == "class"), None)
-    return train.without_landmarks(labelled_subset(classes, n, cfg.data.labelled_pct, cfg.train.seed))
+    keep = labelled_subset(classes, n, cfg.data.labelled_pct, cfg.train.seed)
+    return train.without_landmarks(keep & train.landmark_mask.any(-1))
 
 
-# ----------------------------------------------------------------------------- checkpoints
+def selection_score(metrics: dict, cfg: Config) -> float:
+    """What picks ``best.ckpt`` (lower is better): the validation landmark error in pixels, or, where
+    landmarks are evaluation-only (Shapes), the validation classification error (1 - mean accuracy)."""
+    from sslandmarks.data.sources import source
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Atomic write: a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if source(cfg.data.name).hidden_landmarks:
+        acc = list(metrics.get("attribute_accuracy", {}).values())
+        return 1.0 - sum(acc) / len(acc) if acc else math.inf
+    return metrics["mean_error_px"]
 
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint with ``weights_only=True``: nothing in it can run code."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} does not exist: pass RUN_DIR/checkpoints/best.ckpt")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refused, truncated file, not a checkpoint at all
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{p}: not a loadable sslandmarks checkpoint ({first[:200]})") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise UserError(f"{p}: not an sslandmarks checkpoint (no model weights or config inside)")
-    return state
-
-
-def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """Rebuild the model a checkpoint was trained with, in eval mode, and its config."""
-    from sslandmarks.config import from_dict
-
-    state = load_checkpoint(path)
-    cfg = from_dict(state["config"])
-    model = build_model(cfg.model)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise UserError(f"{path}: weights do not match the model in its config ({str(e).splitlines()[0]})") from None
-    return model.to(device).eval(), cfg
-
-
-# ----------------------------------------------------------------------------- the loop
 
 def _schedule(cfg: Config):
     steps, warm = cfg.train.steps, cfg.train.warmup_steps
@@ -154,17 +131,6 @@ def _schedule(cfg: Config):
     return factor
 
 
-def selection_score(metrics: dict, cfg: Config) -> float:
-    """What picks ``best.ckpt`` (lower is better): the validation landmark error in pixels, or, where
-    landmarks are evaluation-only (Shapes), the validation classification error (1 - mean accuracy)."""
-    from sslandmarks.data.sources import source
-
-    if source(cfg.data.name).hidden_landmarks:
-        acc = list(metrics.get("attribute_accuracy", {}).values())
-        return 1.0 - sum(acc) / len(acc) if acc else math.inf
-    return metrics["mean_error_px"]
-
-
 def _writable_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -175,28 +141,54 @@ def _writable_dir(out: Path) -> None:
         raise UserError(f"cannot write to output folder {str(out)!r} ({e.strerror}): choose another --out") from None
 
 
-def fit(cfg: Config, splits: Splits, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train ``cfg`` on ``splits`` into ``out``; returns the final metrics (also in ``metrics.json``)."""
+def _start_log(path: Path, columns: list[str], resume_step: int | None) -> None:
+    """New log, or on resume keep only the rows up to the checkpoint's step (later ones are redone)."""
+    rows = []
+    if resume_step is not None and path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f)][1:]
+        rows = [r for r in rows if r and r[0].isdigit() and int(r[0]) <= resume_step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([columns, *rows])
+
+
+def fit(
+    cfg: Config,
+    splits: Splits,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    devices: int = 1,
+    num_nodes: int = 1,
+) -> tuple[dict, nn.Module]:
+    """Train ``cfg`` on ``splits`` into ``out``. Returns the final metrics (also written to
+    ``metrics.json``; empty on ranks other than 0) and the trained model (best checkpoint on rank 0)."""
     from lightning.fabric import Fabric
 
     from sslandmarks.evaluate import evaluate_data, write_metrics
-    from sslandmarks.viz import save_predictions
+    from sslandmarks.viz import save_figures
 
-    out = Path(out)
-    _writable_dir(out)
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and not last.is_file():
-        raise UserError(f"--resume: {last} does not exist; start without --resume")
-    if not resume and last.is_file():
-        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
-    save_config(cfg, out / "config.yaml")
-
-    tc = cfg.train
-    torch.manual_seed(tc.seed)
+    tc, out = cfg.train, Path(out)
+    ckpt_dir, last = out / "checkpoints", out / "checkpoints" / "last.ckpt"
     accelerator = "auto" if tc.device == "auto" else tc.device
-    fabric = Fabric(accelerator=accelerator, devices=1, precision=tc.precision)
-    device = fabric.device
+    strategy = "ddp" if devices * num_nodes > 1 else "auto"
+    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                    precision=tc.precision)
+    fabric.launch()
+    rank, world = fabric.global_rank, fabric.world_size
+    for name in ("batch_labelled", "batch_unlabelled"):
+        if getattr(tc, name) % world:
+            raise UserError(f"train.{name}={getattr(tc, name)} is not divisible by the {world} processes")
+    if rank == 0:
+        _writable_dir(out)
+        if resume and not last.is_file():
+            raise UserError(f"--resume: {last} does not exist; start without --resume")
+        if not resume and last.is_file():
+            raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
+        save_config(cfg, out / "config.yaml")
+    fabric.barrier()
+
+    torch.manual_seed(tc.seed + rank)
     model = build_model(cfg.model)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -209,45 +201,61 @@ def fit(cfg: Config, splits: Splits, out: str | Path, resume: bool = False, prog
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best = state["step"], state["best_val_score"]
-        torch.set_rng_state(state["rng"])
+        rng = state["rng"]
+        if rng.shape[0] == world:
+            torch.set_rng_state(rng[rank].clone())
     model, optimizer = fabric.setup(model, optimizer)
+    device = fabric.device
 
     train = semi_supervised(splits.train, cfg).to(device)
     val = splits.val.to(device)
     terms = variant_terms(cfg.loss.variant)
     labelled = train.landmark_mask.any(-1).cpu()
     lab_idx, unl_idx = torch.nonzero(labelled)[:, 0], torch.nonzero(~labelled)[:, 0]
-    needs_unlabelled = bool(terms & {"A", "ELT"})
     if "L" in terms and len(lab_idx) == 0:
         raise UserError("no training image keeps its landmarks: raise data.labelled_pct")
     streams = [IndexStream(lab_idx, tc.batch_labelled if "L" in terms else 0, tc.seed)]
-    streams.append(IndexStream(unl_idx, tc.batch_unlabelled if needs_unlabelled else 0, tc.seed + 1))
+    streams.append(IndexStream(unl_idx, tc.batch_unlabelled if terms & {"A", "ELT"} else 0, tc.seed + 1))
+    steps_per_epoch = max(math.ceil(len(s) / s.batch) for s in streams if s.batch and len(s))
+    elt_ranges = AffineRanges(cfg.loss.elt_rotation_deg, cfg.loss.elt_scale, cfg.loss.elt_translate)
+    use_elt = "ELT" in terms and cfg.loss.alpha > 0
 
-    log_path = out / "log.csv"
-    columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in train.kinds], "val_error_px", "seconds"]
-    if not resume or not log_path.is_file():
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(columns)
-    gen = torch.Generator(device=device)
+    columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in train.kinds], "val_score", "seconds"]
+    if rank == 0:
+        _start_log(out / "log.csv", columns, start if resume else None)
     sums: dict[str, Tensor] = {}
     count, t0 = 0, time.time()
 
     def checkpoint(step: int, path: Path) -> None:
+        rng = fabric.all_gather(torch.get_rng_state()).reshape(world, -1).cpu()
         state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": step, "best_val_score": best, "config": to_dict(cfg), "rng": torch.get_rng_state(),
+            "step": step, "best_val_score": best, "config": to_dict(cfg), "rng": rng,
         }
-        if fabric.is_global_zero:
+        if rank == 0:
             save_checkpoint(path, state)
+        fabric.barrier()
 
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc=f"train {cfg.loss.variant}",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress or rank != 0, dynamic_ncols=True)
     for step in bar:
         model.train()
-        idx = torch.cat([s.batch_at(step) for s in streams]).to(device)
-        gen.manual_seed(tc.seed * 1_000_003 + step)
-        losses = compute_losses(model, train.subset(idx), cfg.loss, gen, tc.channels_last)
+        parts = [s.batch_at(step) for s in streams]
+        idx = torch.cat([p[rank::world] for p in parts])  # this rank's share of the global batch
+        transforms = None
+        if use_elt:  # one transform per global row, drawn from (seed, step): the same on every rank
+            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+            t_all, _ = sample_affine(sum(len(p) for p in parts), elt_ranges, cfg.model.input_size, gen)
+            offsets = [0, len(parts[0])]
+            transforms = torch.cat([t_all[o : o + len(p)][rank::world] for o, p in zip(offsets, parts)])
+        losses = compute_losses(model, train.subset(idx.to(device)), cfg.loss, transforms, tc.channels_last)
         loss = total_loss(losses, cfg.loss)
+        finite = fabric.all_reduce(torch.isfinite(loss).float(), reduce_op="min")
+        if finite.item() < 1:
+            bad = [k for k, v in losses.items() if not torch.isfinite(v)] or ["total"]
+            checkpoint(step, last)  # the parameters are still those of the last good step
+            raise NonFiniteLoss(f"non-finite loss term {bad[0]!r} at step {step + 1}; saved the last good state "
+                                f"(step {step}) to {last}; lower train.lr and continue with --resume")
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
         optimizer.step()
@@ -256,37 +264,30 @@ def fit(cfg: Config, splits: Splits, out: str | Path, resume: bool = False, prog
             sums[k] = sums.get(k, 0.0) + v.detach()
         count += 1
         done = step + 1
-        val_err = None
+        score = None
         if done % tc.eval_every == 0 or done == tc.steps:
-            val_err = selection_score(evaluate_data(model, val, cfg, batch_size=256), cfg)
-            if val_err < best or not math.isfinite(best):
-                best = val_err
+            score = selection_score(evaluate_data(model, val, cfg), cfg)
+            if score < best or not math.isfinite(best):
+                best = score
                 checkpoint(done, ckpt_dir / "best.ckpt")
-        if done % tc.log_every == 0 or val_err is not None:
-            means = {k: float(v) / count for k, v in sums.items()}
-            bad = [k for k, v in means.items() if not math.isfinite(v)]
-            if bad:
-                raise FloatingPointError(f"non-finite loss term {bad[0]!r} at step {done}; lower train.lr")
+        if done % tc.log_every == 0 or score is not None:
+            means = {k: float(fabric.all_reduce(v / count, reduce_op="mean")) for k, v in sums.items()}
             row = {"step": done, "lr": scheduler.get_last_lr()[0], **means, "seconds": round(time.time() - t0, 2)}
-            row["val_error_px"] = "" if val_err is None else val_err
-            with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow([row.get(c, "") for c in columns])
-            bar.set_postfix(loss=f"{means['total']:.3g}", val_px=f"{best:.2f}" if math.isfinite(best) else "-")
+            row["val_score"] = "" if score is None else score
+            if rank == 0:
+                with open(out / "log.csv", "a", newline="") as f:
+                    csv.writer(f).writerow([row.get(c, "") for c in columns])
+            bar.set_postfix(loss=f"{means['total']:.3g}", val=f"{best:.3f}" if math.isfinite(best) else "-")
             sums, count = {}, 0
-        if done % tc.checkpoint_every == 0 or done == tc.steps:
+        if done % tc.checkpoint_every == 0 or done % steps_per_epoch == 0 or done == tc.steps:
             checkpoint(done, last)
     bar.close()
 
-    best_path = ckpt_dir / "best.ckpt"
-    if best_path.is_file():
-        model.load_state_dict(load_checkpoint(best_path)["model"])
-    metrics = {
-        "val": evaluate_data(model, val, cfg),
-        "test": evaluate_data(model, splits.test.to(device), cfg),
-        "best_val_score": best,
-        "steps": tc.steps,
-    }
-    metrics = {**metrics["test"], **metrics}
+    if rank != 0:
+        return {}, model
+    model.load_state_dict(load_checkpoint(ckpt_dir / "best.ckpt")["model"])
+    metrics = {"val": evaluate_data(model, val, cfg), "test": evaluate_data(model, splits.test.to(device), cfg)}
+    metrics = {**metrics["test"], **metrics, "best_val_score": best, "steps": tc.steps}
     write_metrics(metrics, out / "metrics.json")
-    save_predictions(model, splits.test, cfg, out / "predictions.png")
-    return metrics
+    save_figures(model, splits.test, cfg, out)
+    return metrics, model

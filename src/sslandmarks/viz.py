@@ -19,7 +19,8 @@ COLORS = ["red", "dodgerblue", "gold", "magenta", "cyan", "orange", "lime"]
 
 def _show(ax, image: torch.Tensor) -> None:
     img = image.float().cpu()
-    ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0) / 255.0, cmap="gray", vmin=0, vmax=255)
+    img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0) / 255.0
+    ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=255)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -27,6 +28,8 @@ def _show(ax, image: torch.Tensor) -> None:
 def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path, cols: int = 4) -> None:
     """Images with ground truth (green +) and one or more predictions (x, one colour per name)."""
     n = images.shape[0]
+    gt = None if gt is None else gt.float().cpu().numpy()
+    preds = {k: v.float().cpu().numpy() for k, v in preds.items()}
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -52,6 +55,15 @@ def save_predictions(model: nn.Module, data: LandmarkData, cfg: Config, path: st
 
     pred, _ = predict_all(model, data.images[:n])
     prediction_grid(data.images[:n], data.landmarks[:n].cpu(), {"prediction": pred}, path)
+
+
+def save_figures(model: nn.Module, data: LandmarkData, cfg: Config, out: str | Path) -> None:
+    """The figures of a finished run: ``predictions.png`` and, where landmarks are hidden (Shapes), ``figure3.png``."""
+    from sslandmarks.data.sources import source
+
+    save_predictions(model, data, cfg, Path(out) / "predictions.png")
+    if source(cfg.data.name).hidden_landmarks:
+        shapes_figure(model, data, Path(out) / "figure3.png")
 
 
 def block_classes(path: str | Path) -> None:
@@ -90,8 +102,8 @@ def shapes_figure(model: nn.Module, data: LandmarkData, path: str | Path, n: int
     model.eval()
     device = next(model.parameters()).device
     out = model(to_input(data.images[:n].to(device)))
-    probs = spatial_softmax(out.heatmaps, model.beta).cpu()
-    lms = out.landmarks.cpu()
+    probs = spatial_softmax(out.heatmaps, model.beta).cpu().numpy()
+    lms = out.landmarks.cpu().numpy()
     fig, axes = plt.subplots(4, n, figsize=(1.8 * n, 7.6), squeeze=False)
     for i in range(n):
         _show(axes[0, i], data.images[i])
