@@ -6,8 +6,9 @@ The two shape centres (triangle, square) are hidden ground truth, used for evalu
 
 *Blocks* (Sec. 4.2): 15 base figures, each a chain of five white squares with a white triangle at its
 head, drawn with a random scale, translation and rotation (0-360 degrees). The figures are the 15
-self-avoiding lattice chains listed in :data:`BLOCK_FIGURES`: no two are rotations of each other, and
-no two blocks that are not neighbours in the chain touch, so the chain order is always visible. The 5
+self-avoiding lattice chains listed in :data:`BLOCK_FIGURES`: no two are rotations of each other, even
+when only the triangle and first four squares are compared (so the class can be told from the
+landmarks), and no two blocks that are not neighbours in the chain touch (so the order is visible). The 5
 landmarks are, in order from the head, the centroid of the triangle and the centres of the first four
 squares.
 """
@@ -94,10 +95,18 @@ def _chains(length: int) -> list[tuple[tuple[int, int], ...]]:
 
 
 def _pick_figures(count: int = 15) -> tuple[tuple[tuple[int, int], ...], ...]:
-    """``count`` chains of 6 cells (triangle + 5 squares), spread over all candidates in a fixed order."""
+    """``count`` chains of 6 cells (triangle + 5 squares) whose first five cells all differ.
+
+    The landmarks cover only the triangle and the first four squares, so distinct five-cell prefixes
+    make the class a function of the landmarks (what Seq-MT's attribute MLP sees). Of the 17 possible
+    prefixes, ``count`` are taken spread over a fixed order, each with its first completion."""
     chains = sorted(_chains(6), key=lambda c: (max(abs(x) for x, _ in c) + max(abs(y) for _, y in c), c))
-    step = len(chains) / count
-    return tuple(chains[int(i * step)] for i in range(count))
+    by_prefix: dict[tuple, tuple] = {}
+    for c in chains:
+        by_prefix.setdefault(c[:5], c)
+    firsts = list(by_prefix.values())
+    step = len(firsts) / count
+    return tuple(firsts[int(i * step)] for i in range(count))
 
 
 BLOCK_FIGURES = _pick_figures()

@@ -1,0 +1,30 @@
+"""Run by test_distributed.py: train a tiny Blocks model with N CPU processes and save each rank's weights.
+
+usage: python ddp_worker.py OUT_DIR DEVICES
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from sslandmarks.config import load_config
+from sslandmarks.data.sources import load_splits
+from sslandmarks.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERRIDES = [
+    "data.n_train=64", "data.n_val=16", "data.n_test=16", "data.labelled_pct=50",
+    "model.width=4", "model.depth=2", "model.kernel=5", "model.pointwise=[4]", "model.mlp_hidden=[16]",
+    "model.dropout=0.0", "train.batch_labelled=8", "train.batch_unlabelled=8", "train.steps=6",
+    "train.eval_every=3", "train.log_every=3", "train.checkpoint_every=3", "train.device=cpu",
+    "train.channels_last=false",
+]
+
+if __name__ == "__main__":
+    out, devices = Path(sys.argv[1]), int(sys.argv[2])
+    torch.set_num_threads(1)
+    cfg = load_config(ROOT / "configs" / "blocks.yaml", OVERRIDES)
+    metrics, model = fit(cfg, load_splits(cfg), out, progress=False, devices=devices)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / f"rank{rank}.pt")
