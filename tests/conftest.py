@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 torch.set_num_threads(2)
 
@@ -23,9 +18,3 @@ def tiny_overrides() -> list[str]:
         "train.checkpoint_every=5",
     ]
 
-
-def requires_shared_data():
-    return pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
-
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")

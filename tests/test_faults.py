@@ -59,7 +59,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_overrides):
 
 class _Evil:
     def __reduce__(self):
-        return (open, ("/tmp/sslandmarks-pwned-{}".format(os.getpid()), "w"))
+        return (open, (f"/tmp/sslandmarks-pwned-{os.getpid()}", "w"))
 
 
 def test_checkpoint_with_pickled_objects_is_refused_and_nothing_runs(tmp_path, capsys):

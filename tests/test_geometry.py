@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from sslandmarks.geometry import (
-    AffineRanges, apply_points, compose, identity, invert, sample_affine, similarity, translation, warp_images,
+    AffineRanges,
+    apply_points,
+    compose,
+    identity,
+    invert,
+    sample_affine,
+    similarity,
+    translation,
+    warp_images,
 )
 from sslandmarks.softargmax import soft_argmax
 

@@ -19,11 +19,16 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sslandmarks.config import load_config
+    from sslandmarks.data.formats import Problems
     from sslandmarks.data.sources import load_splits
     from sslandmarks.train import fit
 
     cfg = load_config(args.config, args.set)
-    metrics, _ = fit(cfg, load_splits(cfg), args.out, resume=args.resume, progress=not args.quiet,
+    problems = Problems(args.skip_bad)
+    splits = load_splits(cfg, problems)
+    if problems.items:
+        print(f"skipped {len(problems.items)} bad sample(s); first: {problems.items[0]}", file=sys.stderr)
+    metrics, _ = fit(cfg, splits, args.out, resume=args.resume, progress=not args.quiet,
                      devices=args.devices, num_nodes=args.num_nodes)
     if not metrics:  # a DDP rank other than 0
         return 0
@@ -36,9 +41,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sslandmarks.evaluate import evaluate_checkpoint, write_metrics
+    from sslandmarks.evaluate import ensure_writable, evaluate_checkpoint, write_metrics
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split)
+    ensure_writable(args.out)  # fail on an unwritable --out before any work
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.format, args.skip_bad)
+    if metrics.get("skipped"):
+        print(f"skipped {len(metrics['skipped'])} bad sample(s), listed under 'skipped' in {args.out}; "
+              f"first: {metrics['skipped'][0]}", file=sys.stderr)
     write_metrics(metrics, args.out)
     print(
         f"{metrics['n_images']} images: mean error {metrics['mean_error_px']:.3f} px, "
@@ -77,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--skip-bad", action="store_true", help="skip bad samples (reported) instead of stopping")
     t.add_argument("--devices", type=int, default=1,
                    help="processes (GPUs, or CPU processes with --set train.device=cpu) per node; >1 uses DDP")
     t.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP (torchrun or SLURM)")
@@ -85,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write n_images, mean_error_px, nme (+normalizer), per-landmark error and "
                        "attribute accuracy to a JSON file.")
     e.add_argument("--checkpoint", required=True, help="a .ckpt written by train")
-    e.add_argument("--data", help="dataset; default: the checkpoint's own (synthetic) dataset")
+    e.add_argument("--data", help="annotated files (a folder of .pts, an MTFL list, a CSV manifest) or a synthetic "
+                   "dataset name; default: the checkpoint's own synthetic dataset")
+    e.add_argument("--format", choices=["pts", "mtfl", "csv"], help="annotation format (default: from the path)")
+    e.add_argument("--skip-bad", action="store_true", help="skip bad samples and list them instead of stopping")
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of a synthetic dataset")
     e.add_argument("--out", required=True, help="JSON file to write")
 

@@ -38,6 +38,18 @@ class DataConfig:
     n_test: int = 3200
     seed: int = 0  # generation seed: the same images for every run
     labelled_pct: float = 100.0  # share of training images that keep their landmarks
+    # annotated files (name: files): format pts | mtfl | csv, paths to a folder / list / manifest
+    format: str = ""
+    train_path: str = ""
+    val_path: str = ""  # empty: a val_fraction of the training files (by seed) is held out
+    test_path: str = ""
+    val_fraction: float = 0.1
+    crop_margin: float = 0.25  # crop = landmark box enlarged by this share of its side on each side
+    normalizer: str = ""  # NME normaliser; empty = the dataset's default
+    # augmentation of training batches, fresh each step: rotation (deg), log-uniform scale, shift (share of size)
+    augment_rotation_deg: float = 0.0
+    augment_scale: tuple[float, float] = (1.0, 1.0)
+    augment_translate: float = 0.0
 
 
 @dataclass(frozen=True)

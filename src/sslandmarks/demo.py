@@ -34,9 +34,9 @@ def demo_config(variant: str, quick: bool = False) -> Config:
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True) -> dict:
     """Train both runs (resuming or reusing finished ones in ``out``), print a table, write
     ``summary.json`` and ``predictions.png``."""
+    from sslandmarks.checkpoint import model_from_checkpoint
     from sslandmarks.data.sources import load_splits
     from sslandmarks.evaluate import predict_all
-    from sslandmarks.checkpoint import model_from_checkpoint
     from sslandmarks.train import fit
     from sslandmarks.viz import block_classes, prediction_grid
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from sslandmarks.config import Config
 from sslandmarks.data.dataset import LandmarkData
-from sslandmarks.data.sources import source
+from sslandmarks.data.sources import hidden_landmarks, normalizer
 from sslandmarks.metrics import accuracy, landmark_consistency, landmark_metrics
 
 
@@ -34,18 +34,40 @@ def predict_all(model: nn.Module, images: Tensor, batch_size: int = 256) -> tupl
     return torch.cat(lms), {k: torch.cat(v) for k, v in attrs.items()}
 
 
-def evaluate_data(model: nn.Module, data: LandmarkData, cfg: Config, batch_size: int = 256) -> dict:
-    """Metrics of ``model`` on ``data`` (see DESIGN.md: n_images, mean_error_px, nme, normalizer, ...)."""
+def evaluate_data(
+    model: nn.Module, data: LandmarkData, cfg: Config, batch_size: int = 256, norm: str | None = None
+) -> dict:
+    """Metrics of ``model`` on ``data`` (see DESIGN.md: n_images, mean_error_px, nme, normalizer, ...).
+
+    Cropped data (``from_source`` set) is scored in the pixels of the original images."""
+    from sslandmarks.geometry import apply_points, invert
+
     pred, attrs = predict_all(model, data.images, batch_size)
     gt = data.landmarks.cpu()
-    src = source(cfg.data.name)
-    out = landmark_metrics(pred, gt, cfg.model.input_size, src.normalizer)
+    if data.from_source is not None:
+        back = invert(data.from_source.cpu())
+        pred, gt = apply_points(back, pred), apply_points(back, gt)
+    out = landmark_metrics(pred, gt, cfg.model.input_size, norm or normalizer(cfg))
     class_heads = {k: v for k, v in attrs.items() if data.kinds.get(k) == "class"}
     if class_heads:
         out["attribute_accuracy"] = {k: accuracy(v, data.attributes[k].cpu()) for k, v in class_heads.items()}
-    if src.hidden_landmarks:
+    if hidden_landmarks(cfg):
         out["landmark_consistency"] = landmark_consistency(pred, gt)
     return out
+
+
+def ensure_writable(path: str | Path) -> None:
+    """Raise a UserError now if ``path`` could not be written later (an existing file is left alone)."""
+    from sslandmarks.errors import UserError
+
+    path = Path(path)
+    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --out") from None
 
 
 def write_metrics(metrics: dict, path: str | Path) -> None:
@@ -60,24 +82,50 @@ def write_metrics(metrics: dict, path: str | Path) -> None:
             return [clean(x) for x in v]
         return v
 
+    from sslandmarks.errors import UserError
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(clean(metrics), indent=2))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(clean(metrics), indent=2))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --out") from None
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, split: str = "test") -> dict:
-    """Metrics of a checkpoint on ``data`` (default: the checkpoint's own synthetic dataset, ``split``)."""
-    from sslandmarks.data.sources import SOURCES
-    from sslandmarks.errors import UserError
+def guess_format(path: str) -> str:
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        return "csv"
+    if p.suffix.lower() == ".txt":
+        return "mtfl"
+    return "pts"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, data: str | None = None, split: str = "test", fmt: str | None = None,
+    skip_bad: bool = False,
+) -> dict:
+    """Metrics of a checkpoint on ``data``: annotated files (``fmt`` pts | mtfl | csv, guessed from the
+    path when omitted; each face cropped from its ground-truth landmark box) or, by default, the test
+    ``split`` of the checkpoint's own synthetic dataset. Skipped samples are listed under ``skipped``."""
     from sslandmarks.checkpoint import model_from_checkpoint
+    from sslandmarks.data.formats import Problems
+    from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, read_files
+    from sslandmarks.errors import UserError
 
     model, cfg = model_from_checkpoint(checkpoint)
+    if data is not None and data not in SOURCES:
+        problems = Problems(skip_bad)
+        files = read_files(data, cfg, problems, fmt or guess_format(data))
+        metrics = evaluate_data(model, files, cfg, norm=cfg.data.normalizer or FILES_NORMALIZER)
+        return {**metrics, "skipped": problems.items}
     name = data or cfg.data.name
-    if name not in SOURCES:
-        raise UserError(f"--data {name!r}: not a known dataset; use one of {', '.join(SOURCES)}")
     if name != cfg.data.name:
         raise UserError(f"--data {name!r}: the checkpoint was trained on {cfg.data.name!r}")
+    if name not in SOURCES:
+        raise UserError("the checkpoint was trained on files: pass --data PATH (and --format)")
     d = cfg.data
     size = {"train": d.n_train, "val": d.n_val, "test": d.n_test}[split]
     return evaluate_data(model, SOURCES[name].make(size, d.seed, split), cfg)

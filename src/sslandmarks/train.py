@@ -25,6 +25,7 @@ from tqdm import tqdm
 from sslandmarks.checkpoint import load_checkpoint, save_checkpoint
 from sslandmarks.config import Config, LossConfig, save_config, to_dict, variant_terms
 from sslandmarks.coords import inside_image
+from sslandmarks.data.augment import augment
 from sslandmarks.data.dataset import LandmarkData
 from sslandmarks.data.splits import IndexStream, labelled_subset
 from sslandmarks.errors import UserError
@@ -110,9 +111,9 @@ def semi_supervised(train: LandmarkData, cfg: Config) -> LandmarkData:
 def selection_score(metrics: dict, cfg: Config) -> float:
     """What picks ``best.ckpt`` (lower is better): the validation landmark error in pixels, or, where
     landmarks are evaluation-only (Shapes), the validation classification error (1 - mean accuracy)."""
-    from sslandmarks.data.sources import source
+    from sslandmarks.data.sources import hidden_landmarks
 
-    if source(cfg.data.name).hidden_landmarks:
+    if hidden_landmarks(cfg):
         acc = list(metrics.get("attribute_accuracy", {}).values())
         return 1.0 - sum(acc) / len(acc) if acc else math.inf
     return metrics["mean_error_px"]
@@ -218,6 +219,9 @@ def fit(
     streams.append(IndexStream(unl_idx, tc.batch_unlabelled if terms & {"A", "ELT"} else 0, tc.seed + 1))
     steps_per_epoch = max(math.ceil(len(s) / s.batch) for s in streams if s.batch and len(s))
     elt_ranges = AffineRanges(cfg.loss.elt_rotation_deg, cfg.loss.elt_scale, cfg.loss.elt_translate)
+    d = cfg.data
+    aug_ranges = AffineRanges(d.augment_rotation_deg, d.augment_scale, d.augment_translate * max(cfg.model.input_size))
+    use_aug = aug_ranges != AffineRanges()
     use_elt = "ELT" in terms and cfg.loss.alpha > 0
 
     columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in train.kinds], "val_score", "seconds"]
@@ -243,12 +247,17 @@ def fit(
         parts = [s.batch_at(step) for s in streams]
         idx = torch.cat([p[rank::world] for p in parts])  # this rank's share of the global batch
         transforms = None
+        offsets = [0, len(parts[0])]
         if use_elt:  # one transform per global row, drawn from (seed, step): the same on every rank
             gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
             t_all, _ = sample_affine(sum(len(p) for p in parts), elt_ranges, cfg.model.input_size, gen)
-            offsets = [0, len(parts[0])]
             transforms = torch.cat([t_all[o : o + len(p)][rank::world] for o, p in zip(offsets, parts)])
-        losses = compute_losses(model, train.subset(idx.to(device)), cfg.loss, transforms, tc.channels_last)
+        batch = train.subset(idx.to(device))
+        if use_aug:  # fresh jitter every step, drawn like the ELT transforms from (seed, step)
+            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step + 7919 * tc.steps)
+            t_aug, _ = sample_affine(sum(len(p) for p in parts), aug_ranges, cfg.model.input_size, gen)
+            batch = augment(batch, torch.cat([t_aug[o : o + len(p)][rank::world] for o, p in zip(offsets, parts)]))
+        losses = compute_losses(model, batch, cfg.loss, transforms, tc.channels_last)
         loss = total_loss(losses, cfg.loss)
         finite = fabric.all_reduce(torch.isfinite(loss).float(), reduce_op="min")
         if finite.item() < 1:

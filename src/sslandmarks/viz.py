@@ -59,10 +59,10 @@ def save_predictions(model: nn.Module, data: LandmarkData, cfg: Config, path: st
 
 def save_figures(model: nn.Module, data: LandmarkData, cfg: Config, out: str | Path) -> None:
     """The figures of a finished run: ``predictions.png`` and, where landmarks are hidden (Shapes), ``figure3.png``."""
-    from sslandmarks.data.sources import source
+    from sslandmarks.data.sources import hidden_landmarks
 
     save_predictions(model, data, cfg, Path(out) / "predictions.png")
-    if source(cfg.data.name).hidden_landmarks:
+    if hidden_landmarks(cfg):
         shapes_figure(model, data, Path(out) / "figure3.png")
 
 

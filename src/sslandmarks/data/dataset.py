@@ -21,6 +21,7 @@ class LandmarkData:
     landmarks: Tensor
     attributes: dict[str, Tensor] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    from_source: Tensor | None = None  # (N, 3, 3): source-image pixels -> input pixels (crops), if any
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -36,6 +37,7 @@ class LandmarkData:
             images=self.images[index],
             landmarks=self.landmarks[index],
             attributes={k: v[index] for k, v in self.attributes.items()},
+            from_source=None if self.from_source is None else self.from_source[index],
         )
 
     def to(self, device) -> LandmarkData:

@@ -1,9 +1,11 @@
-"""Where each dataset comes from: a plain dict of name -> how to make its splits and how to score it."""
+"""Where each dataset comes from: a plain dict of synthetic generators, plus annotated files."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
 
 from sslandmarks.config import Config
 from sslandmarks.data.dataset import LandmarkData
@@ -22,19 +24,62 @@ SOURCES: dict[str, Source] = {
     "blocks": Source(make_blocks, normalizer="image_size"),
     "shapes": Source(make_shapes, normalizer="image_size", hidden_landmarks=True),
 }
+FILES = "files"  # data.name of annotated image files (data.format + paths)
+FILES_NORMALIZER = "box_diagonal"
 
 
-def source(name: str) -> Source:
-    if name not in SOURCES:
-        raise UserError(f"data.name={name!r} is unknown: use one of {', '.join(SOURCES)}")
-    return SOURCES[name]
+def hidden_landmarks(cfg: Config) -> bool:
+    return cfg.data.name in SOURCES and SOURCES[cfg.data.name].hidden_landmarks
 
 
-def load_splits(cfg: Config):
-    """Train, validation and test data of ``cfg.data`` (generated deterministically from its seed)."""
+def normalizer(cfg: Config) -> str:
+    if cfg.data.normalizer:
+        return cfg.data.normalizer
+    return SOURCES[cfg.data.name].normalizer if cfg.data.name in SOURCES else FILES_NORMALIZER
+
+
+def class_counts(cfg: Config) -> dict[str, int]:
+    return {h.name: h.classes for h in cfg.model.heads if h.kind == "class"}
+
+
+def read_files(path: str, cfg: Config, problems, fmt: str | None = None) -> LandmarkData:
+    """Annotated files at ``path`` read, validated against the model config and cropped."""
+    from sslandmarks.data.files import load_cropped
+    from sslandmarks.data.formats import DataError, read_annotations
+
+    samples = read_annotations(path, fmt or cfg.data.format, problems)
+    k = len(samples[0].landmarks)
+    if k != cfg.model.num_landmarks:
+        raise DataError(f"{path}: {k} landmarks per sample, but the model predicts {cfg.model.num_landmarks} "
+                        "(use a checkpoint trained for this layout, or set model.num_landmarks)")
+    m = cfg.model
+    data = load_cropped(samples, m.input_size, m.in_channels, cfg.data.crop_margin, problems, class_counts(cfg))
+    if len(data) == 0:
+        raise DataError(f"{path}: no usable samples ({len(problems.items)} skipped)")
+    return data
+
+
+def load_splits(cfg: Config, problems=None):
+    """Train, validation and test data of ``cfg.data``."""
+    from sslandmarks.data.formats import Problems
     from sslandmarks.train import Splits
 
-    d, src = cfg.data, source(cfg.data.name)
+    d = cfg.data
+    if d.name == FILES:
+        problems = problems or Problems()
+        if not d.train_path or not d.test_path or not d.format:
+            raise UserError("data.name=files needs data.format, data.train_path and data.test_path")
+        train = read_files(d.train_path, cfg, problems)
+        if d.val_path:
+            val = read_files(d.val_path, cfg, problems)
+        else:  # hold out a share of the training files, fixed by the data seed
+            perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(d.seed))
+            n_val = max(1, round(d.val_fraction * len(train)))
+            train, val = train.subset(perm[n_val:]), train.subset(perm[:n_val])
+        return Splits(train=train, val=val, test=read_files(d.test_path, cfg, problems))
+    if d.name not in SOURCES:
+        raise UserError(f"data.name={d.name!r} is unknown: use one of {', '.join([*SOURCES, FILES])}")
+    src = SOURCES[d.name]
     return Splits(
         train=src.make(d.n_train, d.seed, "train"),
         val=src.make(d.n_val, d.seed, "val"),

@@ -1,0 +1,24 @@
+"""Random affine augmentation of whole batches: the same matrix moves the images and their landmarks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from sslandmarks.coords import inside_image
+from sslandmarks.data.dataset import LandmarkData
+from sslandmarks.geometry import apply_points, warp_images
+
+
+def augment(batch: LandmarkData, t: Tensor) -> LandmarkData:
+    """Warp ``batch`` by ``t (B, 3, 3)``; landmarks that leave the image become missing (NaN), not clamped.
+
+    Images stay uint8 so the batch looks exactly like an unaugmented one to the rest of the loop."""
+    h, w = batch.images.shape[-2:]
+    t = t.to(batch.images.device)
+    images = warp_images(batch.images, t).round_().clamp_(0, 255).to(torch.uint8)
+    lms = apply_points(t, batch.landmarks)
+    lms = torch.where(inside_image(lms, h, w)[..., None], lms, torch.full_like(lms, float("nan")))
+    return replace(batch, images=images, landmarks=lms)

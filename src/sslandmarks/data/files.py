@@ -1,0 +1,96 @@
+"""Annotated image files -> :class:`LandmarkData`: read, validate, crop around the landmarks, resize.
+
+The crop follows the paper's protocol: a square box around the ground-truth landmarks, enlarged by
+``margin`` on each side, resampled to the network input with the same 3x3 transform that is kept in
+``LandmarkData.from_source`` to map predictions back to image pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from sslandmarks.data.dataset import LandmarkData
+from sslandmarks.data.formats import Problems, Sample
+from sslandmarks.geometry import warp_images
+
+OUTSIDE_TOLERANCE = 0.25  # landmarks may leave the image by at most this share of its size
+
+
+def load_image(sample: Sample, channels: int, problems: Problems) -> np.ndarray | None:
+    """``(H, W, C)`` uint8, or ``None`` (reported) when the file is missing, unreadable or truncated."""
+    try:
+        with Image.open(sample.image) as im:
+            im.load()  # decode now: truncated files fail here, not later
+            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
+    except FileNotFoundError:
+        problems.report(f"{sample.where}: image {sample.image} does not exist")
+        return None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        problems.report(f"{sample.where}: image {sample.image} is unreadable or truncated ({e})")
+        return None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def crop_transform(landmarks: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+    """3x3 matrix from image pixels to a ``size = (H, W)`` crop of the square box around the known
+    landmarks, enlarged by ``margin`` of its side on each side."""
+    pts = landmarks[~np.isnan(landmarks).any(1)]
+    lo, hi = pts.min(0), pts.max(0)
+    centre = (lo + hi) / 2
+    side = max(float((hi - lo).max()), 1.0) * (1 + 2 * margin)
+    h, w = size
+    s = min(w, h) / side
+    t = np.eye(3)
+    t[0, 0] = t[1, 1] = s
+    t[:2, 2] = np.array([(w - 1) / 2, (h - 1) / 2]) - s * centre
+    return t
+
+
+def load_cropped(
+    samples: list[Sample],
+    size: tuple[int, int],
+    channels: int,
+    margin: float,
+    problems: Problems,
+    class_counts: dict[str, int] | None = None,
+) -> LandmarkData:
+    """Validate, read and crop ``samples``. ``class_counts`` (head -> number of classes) checks labels."""
+    images, lms, transforms, kept = [], [], [], []
+    for s in samples:
+        if np.isnan(s.landmarks).all():
+            problems.report(f"{s.where}: no landmark is known, so there is no box to crop from")
+            continue
+        bad_label = next((f"{k}={v}" for k, v in s.attributes.items()
+                          if class_counts and k in class_counts and not 0 <= v < class_counts[k]), None)
+        if bad_label:
+            problems.report(f"{s.where}: class label {bad_label} is out of range for the model's heads")
+            continue
+        arr = load_image(s, channels, problems)
+        if arr is None:
+            continue
+        h, w = arr.shape[:2]
+        tol = OUTSIDE_TOLERANCE * max(h, w)
+        known = s.landmarks[~np.isnan(s.landmarks).any(1)]
+        if ((known < -tol) | (known > np.array([w, h]) + tol)).any():
+            problems.report(f"{s.where}: landmarks lie far outside the {w}x{h} image (wrong format or scale?)")
+            continue
+        t = torch.from_numpy(crop_transform(s.landmarks, size, margin)).float()
+        img = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
+        images.append(warp_images(img, t[None], out_size=size).round().clamp(0, 255).to(torch.uint8))
+        pts = torch.from_numpy(s.landmarks).float()
+        lms.append(pts @ t[:2, :2].T + t[:2, 2])
+        transforms.append(t)
+        kept.append(s)
+    if not kept:
+        return LandmarkData(torch.zeros(0, channels, *size, dtype=torch.uint8), torch.zeros(0, 0, 2))
+    names = sorted({k for s in kept for k in s.attributes})
+    kinds = {k: "regression" if k.endswith("_reg") else "class" for k in names}
+    attributes = {}
+    for k in names:
+        if kinds[k] == "class":
+            attributes[k] = torch.tensor([int(s.attributes.get(k, -1)) for s in kept], dtype=torch.long)
+        else:
+            attributes[k] = torch.tensor([[s.attributes.get(k, float("nan"))] for s in kept], dtype=torch.float32)
+    return LandmarkData(torch.cat(images), torch.stack(lms), attributes, kinds, torch.stack(transforms))

@@ -1,0 +1,240 @@
+"""Readers for landmark annotations as they come, validated strictly.
+
+Every reader returns :class:`Sample` records with landmarks in the convention of :mod:`coords`
+(0-based pixel centres; iBUG ``.pts`` files are 1-based and converted here) and reports each problem
+as a :class:`DataError` naming the file (and line) and the fix. With a :class:`Problems` collector in
+``skip_bad`` mode, bad samples are skipped and listed instead.
+
+Formats: ``pts`` (iBUG, a folder of ``.pts`` files beside their images, or one file), ``mtfl`` (MTFL
+list files), ``csv`` (a manifest: ``image,x0,y0,x1,y1,...`` then optional attribute columns; empty
+cells mark missing landmarks; paths relative to the manifest).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sslandmarks.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
+
+
+class DataError(UserError):
+    """A bad file or sample; the message names it."""
+
+
+@dataclass
+class Sample:
+    image: Path
+    landmarks: np.ndarray  # (K, 2) float64, NaN where missing
+    attributes: dict[str, float] = field(default_factory=dict)  # class labels are 0-based ints
+    where: str = ""  # "file" or "file:line", for messages
+
+
+@dataclass
+class Problems:
+    """Collects bad samples when ``skip_bad``; otherwise the first problem raises."""
+
+    skip_bad: bool = False
+    items: list[str] = field(default_factory=list)
+
+    def report(self, message: str) -> None:
+        if not self.skip_bad:
+            raise DataError(message + " (or pass --skip-bad to skip bad samples)")
+        self.items.append(message)
+
+
+def _float(text: str, where: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise DataError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise DataError(f"{where}: coordinate {text!r} is not finite (NaN or inf): fix or remove the point")
+    return v
+
+
+def read_pts(path: str | Path) -> np.ndarray:
+    """One iBUG ``.pts`` file (with or without the ``version/n_points/{ }`` header) -> ``(K, 2)`` 0-based."""
+    p = Path(path)
+    try:
+        text = p.read_text(errors="replace")
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror})") from None
+    lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
+    lines = [(i, ln) for i, ln in lines if ln]
+    if not lines:
+        raise DataError(f"{p}: empty annotation file")
+    declared = None
+    points = []
+    for i, ln in lines:
+        low = ln.lower()
+        if low.startswith("version") or ln in ("{", "}"):
+            continue
+        if low.startswith("n_points"):
+            try:
+                declared = int(ln.split(":")[1])
+            except (IndexError, ValueError):
+                raise DataError(f"{p}:{i}: bad header line {ln!r} (expected 'n_points: N')") from None
+            continue
+        parts = ln.split()
+        if len(parts) != 2:
+            raise DataError(f"{p}:{i}: expected 'x y', got {ln!r}")
+        points.append([_float(parts[0], f"{p}:{i}"), _float(parts[1], f"{p}:{i}")])
+    if not points:
+        raise DataError(f"{p}: no points in the file")
+    if declared is not None and declared != len(points):
+        raise DataError(f"{p}: header says n_points: {declared} but the file has {len(points)} points")
+    return np.asarray(points, dtype=np.float64) - 1.0  # iBUG is 1-based
+
+
+def _image_beside(pts: Path) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        for cand in (pts.with_suffix(suffix), pts.with_suffix(suffix.upper())):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def read_pts_folder(path: str | Path, problems: Problems) -> list[Sample]:
+    """All ``*.pts`` under ``path`` (or the one file ``path``) with the image of the same stem."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(p.rglob("*.pts"))
+    if not files:
+        raise DataError(f"{p}: no .pts files found (expected iBUG annotations beside their images)")
+    out = []
+    for f in files:
+        image = _image_beside(f)
+        if image is None:
+            problems.report(f"{f}: no image with the same name ({'/'.join(IMAGE_SUFFIXES)})")
+            continue
+        try:
+            out.append(Sample(image, read_pts(f), where=str(f)))
+        except DataError as e:
+            problems.report(str(e))
+    return out
+
+
+MTFL_ATTRIBUTES = {"gender": 2, "smile": 2, "glasses": 2, "pose": 5}  # 1-based in the file
+
+
+def read_mtfl(path: str | Path, problems: Problems, root: str | Path | None = None) -> list[Sample]:
+    """An MTFL list: ``path x1..x5 y1..y5 gender smile glasses pose`` (leading spaces, CRLF and
+    backslashes as in the original release). Image paths are relative to ``root`` (default: the
+    list's folder). Attributes become 0-based class labels."""
+    p = Path(path)
+    base = Path(root) if root is not None else p.parent
+    try:
+        text = p.read_text(errors="replace")
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror})") from None
+    out, seen = [], {}
+    for i, raw in enumerate(text.splitlines(), start=1):
+        ln = raw.strip()
+        if not ln:
+            continue
+        where = f"{p}:{i}"
+        parts = ln.split()
+        if len(parts) not in (11, 15):
+            problems.report(f"{where}: expected an image path, 10 coordinates and 4 attributes, got {len(parts)} fields")
+            continue
+        try:
+            vals = [_float(v, where) for v in parts[1:11]]
+            attrs = {}
+            for (name, classes), v in zip(MTFL_ATTRIBUTES.items(), parts[11:]):
+                label = int(_float(v, where))
+                if not 1 <= label <= classes:
+                    raise DataError(f"{where}: {name}={label} is out of range 1..{classes}")
+                attrs[name] = label - 1
+        except DataError as e:
+            problems.report(str(e))
+            continue
+        rel = parts[0].replace("\\", "/")
+        if rel in seen:
+            problems.report(f"{where}: duplicate entry {rel!r} (first on line {seen[rel]})")
+            continue
+        seen[rel] = i
+        lm = np.stack([vals[:5], vals[5:]], axis=1)
+        out.append(Sample(base / rel, lm, attrs, where))
+    if not out and not problems.items:
+        raise DataError(f"{p}: empty list file")
+    return out
+
+
+def read_csv_manifest(path: str | Path, problems: Problems) -> list[Sample]:
+    """A CSV manifest with a header ``image,x0,y0,...,x{K-1},y{K-1}[,attribute...]``.
+
+    Empty coordinate cells mark a missing landmark; attribute columns hold integer class labels
+    (0-based) or, for names ending in ``_reg``, real values; empty means missing."""
+    p = Path(path)
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror})") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{p}: not a text CSV file ({e})") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(f"{p}: empty manifest (expected a header 'image,x0,y0,...')")
+    header = [h.strip() for h in rows[0]]
+    if not header or header[0] != "image":
+        raise DataError(f"{p}:1: the first column must be 'image' (header {','.join(header[:4])}...)")
+    coords = [h for h in header[1:] if h[:1] in "xy" and h[1:].isdigit()]
+    k = len(coords) // 2
+    if k == 0 or coords != [f"{a}{i}" for i in range(k) for a in "xy"]:
+        raise DataError(f"{p}:1: expected columns x0,y0,x1,y1,... after 'image'")
+    attr_names = header[1 + 2 * k :]
+    out, seen = [], {}
+    for i, row in enumerate(rows[1:], start=2):
+        where = f"{p}:{i}"
+        if len(row) != len(header):
+            problems.report(f"{where}: {len(row)} cells but the header has {len(header)}")
+            continue
+        try:
+            vals = [math.nan if not c.strip() else _float(c, where) for c in row[1 : 1 + 2 * k]]
+            attrs = {}
+            for name, c in zip(attr_names, row[1 + 2 * k :]):
+                if c.strip():
+                    attrs[name] = _float(c, where) if name.endswith("_reg") else int(_float(c, where))
+        except DataError as e:
+            problems.report(str(e))
+            continue
+        rel = row[0].strip()
+        if rel in seen:
+            problems.report(f"{where}: duplicate entry {rel!r} (first on line {seen[rel]})")
+            continue
+        seen[rel] = i
+        lm = np.asarray(vals, dtype=np.float64).reshape(k, 2)
+        if np.isnan(lm).any(axis=1).sum() != np.isnan(lm).all(axis=1).sum():
+            problems.report(f"{where}: a landmark has only one of x and y")
+            continue
+        out.append(Sample(p.parent / rel, lm, attrs, where))
+    return out
+
+
+READERS = {"pts": read_pts_folder, "mtfl": read_mtfl, "csv": read_csv_manifest}
+
+
+def read_annotations(path: str | Path, fmt: str, problems: Problems) -> list[Sample]:
+    """Dispatch on ``fmt`` (pts | mtfl | csv) and check that every sample has the same landmark count."""
+    if fmt not in READERS:
+        raise UserError(f"--format {fmt!r} is unknown: use one of {', '.join(READERS)}")
+    if not Path(path).exists():
+        raise DataError(f"{path}: does not exist")
+    samples = READERS[fmt](path, problems)
+    if not samples:
+        raise DataError(f"{path}: no usable samples" + (f" ({len(problems.items)} skipped)" if problems.items else ""))
+    k = np.bincount([len(s.landmarks) for s in samples]).argmax()
+    good = []
+    for s in samples:
+        if len(s.landmarks) != k:
+            problems.report(f"{s.where}: {len(s.landmarks)} landmarks, but the other files have {k}")
+        else:
+            good.append(s)
+    return good

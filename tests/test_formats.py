@@ -1,0 +1,190 @@
+"""Readers and strict validation: each bad input gives exit 2 and one line naming the file (and line)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sslandmarks.cli import main
+from sslandmarks.data.files import crop_transform, load_cropped
+from sslandmarks.data.formats import DataError, Problems, read_annotations, read_csv_manifest, read_mtfl, read_pts
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+requires_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)"
+)
+
+
+def write_pts(path: Path, pts: np.ndarray, header: bool = True) -> None:
+    body = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in pts)  # iBUG is 1-based
+    path.write_text(f"version: 1\nn_points: {len(pts)}\n{{\n{body}\n}}\n" if header else body + "\n")
+
+
+def write_image(path: Path, size=(64, 48)) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+def test_pts_with_and_without_header_is_zero_based(tmp_path):
+    pts = np.array([[10.0, 20.0], [30.5, 40.25]])
+    write_pts(tmp_path / "a.pts", pts)
+    write_pts(tmp_path / "b.pts", pts, header=False)
+    assert np.allclose(read_pts(tmp_path / "a.pts"), pts) and np.allclose(read_pts(tmp_path / "b.pts"), pts)
+
+
+def test_mtfl_list_with_spaces_crlf_and_backslashes(tmp_path):
+    (tmp_path / "lfw").mkdir()
+    text = "lfw\\a.jpg 1 2 3 4 5 6 7 8 9 10 1 2 2 3\r\n lfw\\b.jpg 1 2 3 4 5 6 7 8 9 10 2 1 1 5\r\n"
+    (tmp_path / "list.txt").write_bytes(text.encode())
+    s = read_mtfl(tmp_path / "list.txt", Problems())
+    assert [x.image for x in s] == [tmp_path / "lfw" / "a.jpg", tmp_path / "lfw" / "b.jpg"]
+    assert np.allclose(s[0].landmarks, [[1, 6], [2, 7], [3, 8], [4, 9], [5, 10]])
+    assert s[1].attributes == {"gender": 1, "smile": 0, "glasses": 0, "pose": 4}
+
+
+def test_csv_manifest_missing_cells_and_attributes(tmp_path):
+    (tmp_path / "m.csv").write_text("image,x0,y0,x1,y1,gesture,yaw_reg\na.png,1,2,,,3,0.5\nb.png,5,6,7,8,,\n")
+    s = read_csv_manifest(tmp_path / "m.csv", Problems())
+    assert np.isnan(s[0].landmarks[1]).all() and s[0].attributes == {"gesture": 3, "yaw_reg": 0.5}
+    assert s[1].attributes == {}
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("", "empty annotation file"),
+        ("version: 1\nn_points: 3\n{\n1 2\n3 4\n}\n", "n_points: 3 but the file has 2"),
+        ("version: 1\nn_points: 2\n{\n1 2\nnan 4\n}\n", "not finite"),
+        ("version: 1\nn_points: 2\n{\n1 2\n3 inf\n}\n", "not finite"),
+        ("1 2\n3 four\n", "'four' is not a number"),
+        ("1 2 3\n", "expected 'x y'"),
+    ],
+)
+def test_bad_pts_files(tmp_path, content, needle):
+    (tmp_path / "f.pts").write_text(content)
+    with pytest.raises(DataError, match=needle.replace("(", r"\(")) as e:
+        read_pts(tmp_path / "f.pts")
+    assert str(tmp_path / "f.pts") in str(e.value)
+
+
+def test_bad_mtfl_and_csv_lines_name_the_line(tmp_path):
+    (tmp_path / "l.txt").write_text("a.jpg 1 2 3 4 5 6 7 8 9 10 1 2 2 7\n")
+    with pytest.raises(DataError, match=r"l.txt:1: pose=7 is out of range 1..5"):
+        read_mtfl(tmp_path / "l.txt", Problems())
+    (tmp_path / "d.csv").write_text("image,x0,y0\na.png,1,2\nb.png,3,4\na.png,5,6\n")
+    with pytest.raises(DataError, match=r"d.csv:4: duplicate entry 'a.png' \(first on line 2\)"):
+        read_csv_manifest(tmp_path / "d.csv", Problems())
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(DataError, match="empty manifest"):
+        read_csv_manifest(tmp_path / "e.csv", Problems())
+
+
+def test_crop_maps_landmark_box_to_the_input_centre():
+    pts = np.array([[10.0, 10.0], [30.0, 50.0]])
+    t = crop_transform(pts, (64, 64), margin=0.25)
+    mapped = pts @ t[:2, :2].T + t[:2, 2]
+    assert np.allclose(mapped.mean(0), [31.5, 31.5])
+    assert np.isclose(mapped[1, 1] - mapped[0, 1], 64 / 1.5)  # side 40 * 1.5 -> 64 pixels
+
+
+def make_folder(tmp_path: Path, n: int = 4) -> Path:
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(n):
+        write_image(folder / f"f{i}.png")
+        write_pts(folder / f"f{i}.pts", np.array([[20.0, 15.0], [40, 15], [30, 30]]) + i)
+    return folder
+
+
+def test_load_cropped_validates_images_and_labels(tmp_path):
+    folder = make_folder(tmp_path)
+    (folder / "f1.png").write_bytes((folder / "f1.png").read_bytes()[:100])  # truncated
+    problems = Problems(skip_bad=True)
+    samples = read_annotations(folder, "pts", problems)
+    data = load_cropped(samples, (32, 32), 1, 0.25, problems)
+    assert len(data) == 3 and len(problems.items) == 1 and "f1" in problems.items[0]
+    with pytest.raises(DataError, match="unreadable or truncated"):
+        load_cropped(samples, (32, 32), 1, 0.25, Problems())
+
+
+@pytest.fixture
+def checkpoint3(tmp_path, tiny_overrides) -> Path:
+    """A tiny 3-landmark checkpoint trained on Blocks-like settings (only its landmark count matters)."""
+    from sslandmarks.checkpoint import save_checkpoint
+    from sslandmarks.config import load_config, to_dict
+    from sslandmarks.models import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = [o for o in tiny_overrides if o.startswith("model.")] + ["model.num_landmarks=3", "model.heads=[]"]
+    cfg = load_config(root / "configs" / "blocks.yaml", overrides)
+    path = tmp_path / "three.ckpt"
+    save_checkpoint(path, {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg)})
+    return path
+
+
+def evaluate(ckpt: Path, data: Path, out: Path, *extra: str) -> int:
+    return main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), *extra])
+
+
+def test_evaluate_on_files_and_skip_bad(tmp_path, checkpoint3, capsys):
+    folder = make_folder(tmp_path)
+    assert evaluate(checkpoint3, folder, tmp_path / "ok.json") == 0
+    m = json.loads((tmp_path / "ok.json").read_text())
+    assert m["n_images"] == 4 and m["normalizer"] == "box_diagonal" and len(m["per_landmark_error_px"]) == 3
+    (folder / "f2.pts").write_text("version: 1\nn_points: 2\n{\n1 2\n3 4\n}\n")  # wrong number of points
+    capsys.readouterr()
+    assert evaluate(checkpoint3, folder, tmp_path / "bad.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "f2.pts" in err[0] and "--skip-bad" in err[0]
+    assert not (tmp_path / "bad.json").exists()
+    assert evaluate(checkpoint3, folder, tmp_path / "skip.json", "--skip-bad") == 0
+    m = json.loads((tmp_path / "skip.json").read_text())
+    assert m["n_images"] == 3 and len(m["skipped"]) == 1 and "f2.pts" in m["skipped"][0]
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda f: write_pts(f / "f0.pts", np.array([[20.0, 15.0], [40, 15], [900, 30]])), "far outside"),
+        (lambda f: (f / "f0.png").write_bytes(b"GIF89a garbage"), "unreadable or truncated"),
+        (lambda f: (f / "f0.png").unlink(), "no image with the same name"),
+        (lambda f: (f / "f0.pts").write_text(""), "empty annotation file"),
+        (lambda f: [p.unlink() for p in f.glob("*.pts")], "no .pts files found"),
+    ],
+)
+def test_bad_files_exit_2(tmp_path, checkpoint3, capsys, mutate, needle):
+    folder = make_folder(tmp_path)
+    mutate(folder)
+    capsys.readouterr()
+    assert evaluate(checkpoint3, folder, tmp_path / "r.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_landmark_count_mismatch_with_checkpoint(tmp_path, checkpoint3, capsys):
+    folder = tmp_path / "five"
+    folder.mkdir()
+    write_image(folder / "a.png")
+    write_pts(folder / "a.pts", np.array([[10.0, 10], [20, 10], [15, 20], [12, 30], [18, 30]]))
+    assert evaluate(checkpoint3, folder, tmp_path / "r.json") == 2
+    assert "5 landmarks per sample, but the model predicts 3" in capsys.readouterr().err
+
+
+def test_unwritable_output(tmp_path, checkpoint3, capsys):
+    folder = make_folder(tmp_path)
+    assert evaluate(checkpoint3, folder, Path("/proc/nope/r.json")) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+@requires_shared_data
+def test_real_files_parse():
+    """The real datasets' native files parse as they come (300W .pts, MTFL lists with CRLF and backslashes)."""
+    p = Problems()
+    helen = read_annotations(SHARED_DATA / "300w-partial" / "helen" / "testset", "pts", p)
+    assert len(helen) == 330 and helen[0].landmarks.shape == (68, 2)
+    mtfl = read_mtfl(SHARED_DATA / "mtfl" / "testing.txt", p)
+    assert len(mtfl) == 2931 and all(s.image.is_file() for s in mtfl[:20])
