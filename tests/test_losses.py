@@ -69,3 +69,14 @@ def test_l2_penalty_skips_biases():
         lin.weight.copy_(torch.tensor([[3.0, 4.0]]))
         lin.bias.fill_(100.0)
     assert l2_penalty(lin.parameters()).item() == pytest.approx(25.0)
+
+
+def test_heatmap_cross_entropy_by_hand():
+    from sslandmarks.losses import heatmap_ce_loss
+
+    maps = torch.zeros(1, 2, 3, 4)
+    target = torch.tensor([[[1.0, 2.0], [3.2, 0.4]]])
+    assert heatmap_ce_loss(maps, target).item() == pytest.approx(math.log(12))
+    maps[0, 0, 2, 1] = 100.0  # the target pixel (x=1, y=2) of landmark 0 dominates
+    per = heatmap_ce_loss(maps, target, torch.tensor([[True, False]]))
+    assert per.item() == pytest.approx(0.0, abs=1e-6)

@@ -46,6 +46,17 @@ def elt_loss(pred: Tensor, pred_warped: Tensor, t: Tensor, mask: Tensor | None =
     return landmark_loss(pred_warped, apply_points(t, pred), mask)
 
 
+def heatmap_ce_loss(heatmaps: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Cross-entropy of a softmax over all pixels of each map against the ground-truth pixel
+    (Heatmap-MT and RCN). ``heatmaps (B, K, H, W)``, ``target (B, K, 2)`` pixels, ``mask (B, K)``."""
+    b, k, h, w = heatmaps.shape
+    xy = torch.nan_to_num(target).round().long()
+    x, y = xy[..., 0].clamp(0, w - 1), xy[..., 1].clamp(0, h - 1)
+    logits = heatmaps.float().reshape(b * k, h * w)
+    ce = F.cross_entropy(logits, (y * w + x).reshape(-1), reduction="none").reshape(b, k)
+    return masked_mean(ce, mask)
+
+
 def attribute_losses(
     outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor], kinds: Mapping[str, str]
 ) -> dict[str, Tensor]:

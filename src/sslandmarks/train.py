@@ -30,7 +30,7 @@ from sslandmarks.data.dataset import LandmarkData
 from sslandmarks.data.splits import IndexStream, labelled_subset
 from sslandmarks.errors import UserError
 from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, warp_images
-from sslandmarks.losses import attribute_losses, combine, elt_loss, l2_penalty, landmark_loss
+from sslandmarks.losses import attribute_losses, combine, elt_loss, heatmap_ce_loss, l2_penalty, landmark_loss
 from sslandmarks.models import build_model
 
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
@@ -73,7 +73,9 @@ def compute_losses(
     out = model(x)
     pred = out.landmarks[:n]
     losses: dict[str, Tensor] = {}
-    if "L" in terms:
+    if "L" in terms and getattr(model, "landmark_loss", "l2") == "heatmap_ce":
+        losses["landmark"] = heatmap_ce_loss(out.heatmaps[:n], batch.landmarks, batch.landmark_mask)
+    elif "L" in terms:
         losses["landmark"] = landmark_loss(pred, batch.landmarks, batch.landmark_mask)
     if "A" in terms and batch.kinds:
         per_head = attribute_losses({k: v[:n] for k, v in out.attributes.items()}, batch.attributes, batch.kinds)

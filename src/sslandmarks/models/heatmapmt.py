@@ -1,0 +1,55 @@
+"""Heatmap-MT (Fig. 6, Table S6): the heatmap multi-task baseline.
+
+Full-resolution convs give K maps; the landmark branch is a softmax over all pixels of each map,
+trained with cross-entropy on the ground-truth pixel (``landmark_loss = "heatmap_ce"``) and read out
+by arg-max (so ELT, which needs differentiable coordinates, does not apply). The classification
+branch pools the pre-softmax maps: four (2x2 pool, conv) stages, then the FC layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sslandmarks.config import ModelConfig
+from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
+
+
+class HeatmapMT(nn.Module):
+    landmark_loss = "heatmap_ce"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h, w = cfg.input_size
+        layers: list[nn.Module] = []
+        cin = cfg.in_channels
+        for _ in range(cfg.depth):
+            layers += conv_block(cin, cfg.width, cfg.kernel, cfg.batchnorm)
+            cin = cfg.width
+        for width in cfg.pointwise:
+            layers += conv_block(cin, width, 1, cfg.batchnorm)
+            cin = width
+        layers += conv_block(cin, cfg.num_landmarks, cfg.head_kernel, batchnorm=False, relu=False)
+        self.localizer = nn.Sequential(*layers)
+        branch: list[nn.Module] = []
+        cin, ph, pw = cfg.num_landmarks, h, w
+        for _ in range(4):
+            branch += [nn.MaxPool2d(2), *conv_block(cin, cfg.width, cfg.kernel, cfg.batchnorm)]
+            cin, ph, pw = cfg.width, ph // 2, pw // 2
+        self.branch = nn.Sequential(*branch, nn.Flatten())
+        flat = cin * max(ph, 1) * max(pw, 1)
+        self.heads = nn.ModuleDict(
+            {hd.name: mlp(flat, cfg.mlp_hidden, head_outputs(hd), cfg.dropout) for hd in cfg.heads}
+        )
+
+    def forward(self, images: Tensor) -> ModelOutput:
+        heatmaps = self.localizer(images)
+        b, k, h, w = heatmaps.shape
+        idx = heatmaps.detach().flatten(2).argmax(-1)
+        landmarks = torch.stack([(idx % w).float(), torch.div(idx, w, rounding_mode="floor").float()], -1)
+        z = self.branch(heatmaps) if self.heads else None
+        return ModelOutput(heatmaps, landmarks, {name: head(z) for name, head in self.heads.items()})
+
+
+def build_heatmapmt(cfg: ModelConfig) -> HeatmapMT:
+    return HeatmapMT(cfg)
