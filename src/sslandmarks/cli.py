@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable
 
 from sslandmarks.errors import UserError
@@ -73,6 +74,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from sslandmarks.experiments import run_table
+
+    _writable_parent(args.out)
+    run_table(args.table, args.out, seeds=args.seeds, quick=args.quick, extra=args.set, progress=not args.quiet)
+    print((Path(args.out) / "table.md").read_text())
+    print(f"wrote {args.out}/table.csv, table.md, plot.png")
+    return 0
+
+
+def _writable_parent(out: str) -> bool:
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / ".probe").write_text("")
+        (Path(out) / ".probe").unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder {out!r} ({e.strerror}): choose another --out") from None
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sslandmarks", description="Semi-supervised landmark localisation (Seq-MT, soft-argmax, ELT).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -115,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--quick", action="store_true", help="a few steps only (a smoke test, not a result)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    from sslandmarks.experiments import TABLES
+
+    x = sub.add_parser("reproduce", help="reproduce a table of the paper (a grid of runs)",
+                       description="Runs every (model, labelled fraction, seed) cell, skipping finished ones, and "
+                       "writes table.csv, table.md (ours beside the paper) and plot.png into --out.")
+    x.add_argument("table", choices=sorted(TABLES))
+    x.add_argument("--out", required=True)
+    x.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5, as in the paper)")
+    x.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole grid, not a result")
+    x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value in every cell")
+    x.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -123,6 +155,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "demo": cmd_demo,
+    "reproduce": cmd_reproduce,
 }
 
 

@@ -118,3 +118,28 @@ def shapes_figure(model: nn.Module, data: LandmarkData, path: str | Path, n: int
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def table_plot(results: list[dict], table, path: str | Path) -> None:
+    """Metric vs labelled fraction (log x): ours solid with std bars, the paper's dashed in the same colour."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for j, row in enumerate(table.rows):
+        color = plt.cm.tab10(j % 10)
+        rs = [r for r in results if r["model"] == row.name and r["seeds"] > 0]
+        if rs:
+            ax.errorbar([r["labelled_pct"] for r in rs], [r["mean"] for r in rs], yerr=[r["std"] for r in rs],
+                        color=color, marker="o", ms=4, capsize=2, label=row.name)
+        if row.paper:
+            xs = sorted(row.paper)
+            ax.plot(xs, [row.paper[x] for x in xs], "--", color=color, alpha=0.6, lw=1)
+    ax.set_xscale("log")
+    ax.set_xticks(list(table.fractions))
+    ax.set_xticklabels([f"{p:g}" for p in table.fractions])
+    ax.set_xlabel("images with labelled landmarks (%)")
+    ax.set_ylabel(f"test {table.metric} ({table.unit})")
+    ax.set_title(table.title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="ours (solid); paper (dashed)", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""The reproduction runner: a tiny grid end to end, resumable; the real --quick grid in the slow tier."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+
+from sslandmarks.cli import main
+from sslandmarks.experiments import BLOCKS_TABLE1, cells
+
+TINY = ["data.n_train=60", "data.n_val=16", "data.n_test=16", "model.width=2", "model.depth=1", "model.kernel=3",
+        "model.pointwise=[2]", "model.mlp_hidden=[8]", "train.batch_labelled=2", "train.batch_unlabelled=2",
+        "train.steps=2", "train.eval_every=2", "train.log_every=2", "train.checkpoint_every=2"]
+
+
+def test_grid_has_the_papers_cells():
+    grid = cells(BLOCKS_TABLE1, seeds=2)
+    assert len(grid) == (8 * 6 - 2) * 2
+    names = [r.name for r in BLOCKS_TABLE1.rows]
+    assert names == ["Seq-MT (L)", "Seq-MT (L+A)", "Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)", "Comm-MT (L)",
+                     "Comm-MT (L+A)", "Heatmap-MT (L)", "Heatmap-MT (L+A)"]
+    assert BLOCKS_TABLE1.rows[3].paper == {1.0: 6.25, 5.0: 1.70, 10.0: 1.26, 20.0: 1.07, 50.0: 0.74}
+
+
+def test_tiny_grid_end_to_end_and_rerun_skips_finished_cells(tmp_path, capsys):
+    args = ["reproduce", "blocks-table1", "--out", str(tmp_path), "--seeds", "1", "--quiet",
+            *[a for s in TINY for a in ("--set", s)]]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert list(rows[0]) == ["model", "labelled_pct", "error_mean", "error_std", "seeds", "paper"]
+    assert len(rows) == 46 and {r["model"] for r in rows} == {r.name for r in BLOCKS_TABLE1.rows}
+    assert all(r["seeds"] == "1" and float(r["error_mean"]) >= 0 for r in rows)
+    assert [r["paper"] for r in rows if r["model"] == "Seq-MT (L)"][:2] == ["8.33", "3.95"]
+    md = (tmp_path / "table.md").read_text()
+    assert "| Seq-MT (L+ELT+A) |" in md and ("(6.25)" in md or "(**6.25**)" in md)
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+    before = (tmp_path / "table.csv").read_text()
+    t0 = time.time()
+    assert main(args) == 0  # everything is finished: only the aggregation runs
+    assert time.time() - t0 < 15 and (tmp_path / "table.csv").read_text() == before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["reproduce", "nope", "--out", "x"], "invalid choice"),
+    (["reproduce", "blocks-table1", "--out", "{tmp}", "--seeds", "0"], "--seeds 0"),
+    (["reproduce", "blocks-table1", "--out", "/proc/x/y"], "cannot write"),
+    (["reproduce", "blocks-table1", "--out", "{tmp}", "--set", "train.nope=1"], "unknown config key"),
+])
+def test_reproduce_validates_arguments(tmp_path, capsys, args, needle):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_grid_in_the_slow_tier(tmp_path):
+    assert main(["reproduce", "blocks-table1", "--out", str(tmp_path), "--quick", "--seeds", "1", "--quiet"]) == 0
+    assert len(list(csv.DictReader(open(tmp_path / "table.csv")))) == 46
