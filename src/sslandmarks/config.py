@@ -40,9 +40,9 @@ class DataConfig:
     labelled_pct: float = 100.0  # share of training images that keep their landmarks
     # annotated files (name: files): format pts | mtfl | csv, paths to a folder / list / manifest
     format: str = ""
-    train_path: str = ""
-    val_path: str = ""  # empty: a val_fraction of the training files (by seed) is held out
-    test_path: str = ""
+    train_path: tuple[str, ...] = ()  # one or more folders / lists / manifests
+    val_path: tuple[str, ...] = ()  # empty: a val_fraction of the training files (by seed) is held out
+    test_path: tuple[str, ...] = ()
     val_fraction: float = 0.1
     crop_margin: float = 0.25  # crop = landmark box enlarged by this share of its side on each side
     normalizer: str = ""  # NME normaliser; empty = the dataset's default
@@ -152,6 +152,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list | tuple):
             raise UserError(f"config key {path!r} must be a list, got {value!r}")
         inner = args[0]
+        if inner is str and isinstance(value, str):  # a single path where a list is expected
+            value = [value]
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):

@@ -42,12 +42,14 @@ def class_counts(cfg: Config) -> dict[str, int]:
     return {h.name: h.classes for h in cfg.model.heads if h.kind == "class"}
 
 
-def read_files(path: str, cfg: Config, problems, fmt: str | None = None) -> LandmarkData:
-    """Annotated files at ``path`` read, validated against the model config and cropped."""
+def read_files(path: str | tuple[str, ...], cfg: Config, problems, fmt: str | None = None) -> LandmarkData:
+    """Annotated files at ``path`` (one or several) read, validated against the model config and cropped."""
     from sslandmarks.data.files import load_cropped
     from sslandmarks.data.formats import DataError, read_annotations
 
-    samples = read_annotations(path, fmt or cfg.data.format, problems)
+    paths = (path,) if isinstance(path, str) else path
+    samples = [s for p in paths for s in read_annotations(p, fmt or cfg.data.format, problems)]
+    path = ", ".join(paths)
     k = len(samples[0].landmarks)
     if k != cfg.model.num_landmarks:
         raise DataError(f"{path}: {k} landmarks per sample, but the model predicts {cfg.model.num_landmarks} "
