@@ -188,3 +188,18 @@ def test_real_files_parse():
     assert len(helen) == 330 and helen[0].landmarks.shape == (68, 2)
     mtfl = read_mtfl(SHARED_DATA / "mtfl" / "testing.txt", p)
     assert len(mtfl) == 2931 and all(s.image.is_file() for s in mtfl[:20])
+
+
+def test_class_label_out_of_range_for_the_model(tmp_path):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    write_image(folder / "a.png")
+    write_image(folder / "b.png")
+    (folder / "m.csv").write_text("image,x0,y0,x1,y1,x2,y2,cls\na.png,10,10,20,10,15,20,1\nb.png,10,10,20,10,15,20,4\n")
+    problems = Problems()
+    samples = read_annotations(folder / "m.csv", "csv", problems)
+    with pytest.raises(DataError, match=r"m.csv:3: class label cls=4 is out of range"):
+        load_cropped(samples, (32, 32), 1, 0.25, problems, class_counts={"cls": 3})
+    skip = Problems(skip_bad=True)
+    data = load_cropped(samples, (32, 32), 1, 0.25, skip, class_counts={"cls": 3})
+    assert len(data) == 1 and data.attributes["cls"].tolist() == [1] and len(skip.items) == 1

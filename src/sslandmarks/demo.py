@@ -15,8 +15,8 @@ from sslandmarks.config import Config, from_dict, to_dict, variant_terms
 
 # (variant, overrides) of the two runs; everything else is configs/blocks.yaml's values.
 DEMO_RUNS: dict[str, dict] = {
-    "L": {"loss": {"variant": "L"}, "train": {"steps": 1000, "eval_every": 100}},
-    "L+ELT+A": {"loss": {"variant": "L+ELT+A"}, "train": {"steps": 1500, "eval_every": 250}},
+    "L": {"loss": {"variant": "L"}, "train": {"steps": 1500, "eval_every": 250}},
+    "L+ELT+A": {"loss": {"variant": "L+ELT+A"}, "train": {"steps": 1300, "eval_every": 260}},
 }
 DEMO_DATA = {"labelled_pct": 5, "n_val": 1000}
 QUICK = {"train": {"steps": 6, "eval_every": 3, "log_every": 3, "checkpoint_every": 3},

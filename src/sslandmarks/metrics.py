@@ -27,21 +27,75 @@ def box_diagonal_norm(gt: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.linalg.norm(hi - lo, dim=-1)
 
 
-NORMALIZERS = {"image_size": image_size_norm, "box_diagonal": box_diagonal_norm}
+def face_size_norm(gt: Tensor, size: tuple[int, int]) -> Tensor:
+    """Normaliser: ``sqrt(w * h)`` of the ground-truth landmarks' bounding box. ``(N,)``."""
+    lo = torch.where(torch.isnan(gt), torch.inf, gt).amin(1)
+    hi = torch.where(torch.isnan(gt), -torch.inf, gt).amax(1)
+    wh = hi - lo
+    return (wh[:, 0] * wh[:, 1]).sqrt()
 
 
-def landmark_metrics(pred: Tensor, gt: Tensor, size: tuple[int, int], normalizer: str) -> dict:
-    """Mean and per-landmark pixel error and NME (percent of the named normaliser)."""
+def box_max_side_norm(gt: Tensor, size: tuple[int, int]) -> Tensor:
+    """Normaliser: the longer side of the ground-truth landmarks' bounding box. ``(N,)``."""
+    lo = torch.where(torch.isnan(gt), torch.inf, gt).amin(1)
+    hi = torch.where(torch.isnan(gt), -torch.inf, gt).amax(1)
+    return (hi - lo).amax(-1)
+
+
+def pair_distance(gt: Tensor, a, b) -> Tensor:
+    """Distance between two points, or between the means of two groups of points (e.g. eye contours)."""
+    pa = gt[:, list(a)].mean(1) if isinstance(a, tuple) else gt[:, a]
+    pb = gt[:, list(b)].mean(1) if isinstance(b, tuple) else gt[:, b]
+    return torch.linalg.norm(pa - pb, dim=-1)
+
+
+NORMALIZERS = {
+    "image_size": image_size_norm,
+    "box_diagonal": box_diagonal_norm,
+    "face_size": face_size_norm,
+    "box_max_side": box_max_side_norm,
+}
+
+
+def normalizer_values(name: str, gt: Tensor, size: tuple[int, int], spec=None) -> Tensor:
+    """``(N,)`` normalising lengths: a box/image one from :data:`NORMALIZERS`, or a point pair named in
+    the :class:`~sslandmarks.specs.LandmarkSpec` (inter-ocular, inter-pupil, eye centres, palm width)."""
+    if name in NORMALIZERS:
+        return NORMALIZERS[name](gt, size)
+    if spec is not None and name in spec.normalizers:
+        return pair_distance(gt.float(), *spec.normalizers[name])
+    raise ValueError(f"unknown normaliser {name!r}")
+
+
+def auc_failure(nme: Tensor, threshold: float) -> tuple[float, float]:
+    """Area under the cumulative error distribution up to ``threshold`` (as a fraction, normalised to 1)
+    and the failure rate (share of images with NME above it). ``nme (N,)`` as fractions, not percent."""
+    x = torch.sort(nme.double()).values
+    grid = torch.linspace(0, threshold, 1001, dtype=torch.float64)
+    ced = torch.searchsorted(x, grid, right=True).double() / len(x)
+    auc = float(torch.trapezoid(ced, grid) / threshold)
+    return auc, float((x > threshold).double().mean())
+
+
+def landmark_metrics(pred: Tensor, gt: Tensor, size: tuple[int, int], normalizer: str, spec=None) -> dict:
+    """Mean and per-landmark pixel error, NME (percent of the named normaliser), AUC and failure rate
+    at 0.08 and 0.10, and the per-image NME (for CED plots)."""
     err = point_errors(pred, gt)
-    norm = NORMALIZERS[normalizer](gt, size)
-    per_image = _nanmean(err, dim=1)
-    return {
+    norm = normalizer_values(normalizer, gt, size, spec)
+    per_image = _nanmean(err, dim=1) / norm
+    out = {
         "n_images": int(gt.shape[0]),
         "mean_error_px": float(_nanmean(err)),
         "per_landmark_error_px": [float(v) for v in _nanmean(err, dim=0)],
-        "nme": float(100.0 * _nanmean(per_image / norm)),
+        "nme": float(100.0 * _nanmean(per_image)),
         "normalizer": normalizer,
     }
+    valid = per_image[~torch.isnan(per_image)]
+    if len(valid):
+        for t in (0.08, 0.10):
+            auc, fr = auc_failure(valid, t)
+            out[f"auc@{t:.2f}"], out[f"failure_rate@{t:.2f}"] = auc, fr
+    return out
 
 
 def accuracy(logits: Tensor, target: Tensor) -> float:

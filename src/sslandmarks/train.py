@@ -182,12 +182,13 @@ def fit(
     for name in ("batch_labelled", "batch_unlabelled"):
         if getattr(tc, name) % world:
             raise UserError(f"train.{name}={getattr(tc, name)} is not divisible by the {world} processes")
+    # every rank checks (so that all stop together); only rank 0 writes
+    if resume and not last.is_file():
+        raise UserError(f"--resume: {last} does not exist; start without --resume")
+    if not resume and last.is_file():
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
     if rank == 0:
         _writable_dir(out)
-        if resume and not last.is_file():
-            raise UserError(f"--resume: {last} does not exist; start without --resume")
-        if not resume and last.is_file():
-            raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
         save_config(cfg, out / "config.yaml")
     fabric.barrier()
 
@@ -200,7 +201,11 @@ def fit(
     start, best = 0, math.inf
     if resume:
         state = load_checkpoint(last)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise UserError(f"{last} does not fit this config's model ({str(e).splitlines()[0][:120]}); "
+                            "resume with the run's own config.yaml") from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best = state["step"], state["best_val_score"]

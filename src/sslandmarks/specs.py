@@ -1,0 +1,61 @@
+"""Landmark layouts: names, the flip permutation, and the point indices each normaliser needs.
+
+Datasets differ only by a parser and a spec. Indices are 0-based.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LandmarkSpec:
+    name: str
+    num_landmarks: int
+    flip: tuple[int, ...] | None  # landmark k becomes flip[k] after a horizontal mirror; None: no flipping
+    normalizers: dict[str, tuple] = field(default_factory=dict)  # normaliser -> point indices (or groups)
+    default_normalizer: str = "box_diagonal"
+
+    def __post_init__(self) -> None:
+        if self.flip is not None:
+            assert sorted(self.flip) == list(range(self.num_landmarks)), f"{self.name}: flip is not a permutation"
+
+
+def _pairs_to_perm(n: int, pairs: list[tuple[int, int]]) -> tuple[int, ...]:
+    perm = list(range(n))
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+_300W_PAIRS = (
+    [(i, 16 - i) for i in range(8)]  # jaw
+    + [(17 + i, 26 - i) for i in range(5)]  # eyebrows
+    + [(31, 35), (32, 34)]  # nostrils
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # eyes
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]  # outer lips
+    + [(60, 64), (61, 63), (65, 67)]  # inner lips
+)
+
+SPECS: dict[str, LandmarkSpec] = {
+    "300w-68": LandmarkSpec(
+        "300w-68", 68, _pairs_to_perm(68, _300W_PAIRS),
+        {"interocular": (36, 45), "interpupil": (tuple(range(36, 42)), tuple(range(42, 48)))}, "interocular",
+    ),
+    # left eye, right eye, nose, left mouth corner, right mouth corner
+    "mtfl-5": LandmarkSpec("mtfl-5", 5, (1, 0, 2, 4, 3), {"eye_centres": (0, 1)}, "eye_centres"),
+    # AFLW's 19 points: 6 brow points, 6 eye points, 3 nose, 3 mouth, chin (AFLW-Full layout)
+    "aflw-19": LandmarkSpec(
+        "aflw-19", 19, (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18),
+        {"eye_centres": ((6, 7, 8), (9, 10, 11))}, "box_diagonal",
+    ),
+    # HGR1's 25 hand points (no flip: one hand's mirror is the other hand)
+    "hgr1-25": LandmarkSpec("hgr1-25", 25, None, {}, "box_diagonal"),
+    # MediaPipe Hands' 21 points: 0 wrist, thumb 1-4, index 5-8, middle 9-12, ring 13-16, pinky 17-20
+    "hand-21": LandmarkSpec("hand-21", 21, None, {"palm_width": (5, 17)}, "palm_width"),
+}
+
+
+def generic_spec(num_landmarks: int) -> LandmarkSpec:
+    """A spec built from the data alone: no flip, box-diagonal normaliser."""
+    return LandmarkSpec(f"generic-{num_landmarks}", num_landmarks, None, {}, "box_diagonal")
