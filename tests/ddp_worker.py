@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = [
     "data.n_train=64", "data.n_val=16", "data.n_test=16", "data.labelled_pct=50",
     "model.width=4", "model.depth=2", "model.kernel=5", "model.pointwise=[4]", "model.mlp_hidden=[16]",
-    "model.dropout=0.0", "train.batch_labelled=8", "train.batch_unlabelled=8", "train.steps=6",
+    "model.dropout=0.0", "model.batchnorm=false",  # per-rank BN statistics would differ from one process
+    # small ELT warps keep every point inside, so each rank averages as many terms as the global batch does
+    "loss.elt_rotation_deg=10", "loss.elt_translate=1",
+    "train.batch_labelled=8", "train.batch_unlabelled=8", "train.steps=6",
     "train.eval_every=3", "train.log_every=3", "train.checkpoint_every=3", "train.device=cpu",
     "train.channels_last=false",
 ]

@@ -80,7 +80,8 @@ def test_resume_refuses_a_missing_run_and_train_refuses_to_overwrite(tmp_path, t
     r = run_cli(["train", "--config", BLOCKS, "--out", str(tmp_path / "x"), "--resume", *sets(tiny_overrides)])
     assert r.returncode == 2 and "start without --resume" in r.stderr
     run = tmp_path / "done"
-    assert main(["train", "--config", BLOCKS, "--out", str(run), "--quiet", *sets(tiny_overrides + ["train.steps=5"])]) == 0
+    args = ["train", "--config", BLOCKS, "--out", str(run), "--quiet", *sets(tiny_overrides + ["train.steps=5"])]
+    assert main(args) == 0
     before = (run / "metrics.json").read_text()
     r = run_cli(["train", "--config", BLOCKS, "--out", str(run), *sets(tiny_overrides + ["train.steps=5"])])
     assert r.returncode == 2 and "--resume" in r.stderr
@@ -114,3 +115,15 @@ def test_bad_input_exit_2_one_line(tmp_path, args, needle):
 def test_python_m_matches_console_script_help():
     r = run_cli(["--help"])
     assert r.returncode == 0 and "train" in r.stdout and "evaluate" in r.stdout and "demo" in r.stdout
+
+
+def test_demo_quick_writes_summary_and_png(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--quick", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) >= {"L", "L+ELT+A"} and summary["L"]["class_accuracy"] is None
+    assert summary["L+ELT+A"]["mean_error_px"] > 0 and 0 <= summary["L+ELT+A"]["class_accuracy"] <= 1
+    assert (tmp_path / "predictions.png").stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "Seq-MT (L+ELT+A)" in out and "quick smoke run" in out
+    # a second call reuses the finished runs instead of refusing or retraining
+    assert main(["demo", "--out", str(tmp_path), "--quick", "--quiet"]) == 0

@@ -62,6 +62,7 @@ class _Evil:
         return (open, (f"/tmp/sslandmarks-pwned-{os.getpid()}", "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_with_pickled_objects_is_refused_and_nothing_runs(tmp_path, capsys):
     bad = tmp_path / "evil.ckpt"
     marker = Path(f"/tmp/sslandmarks-pwned-{os.getpid()}")

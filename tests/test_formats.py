@@ -203,3 +203,24 @@ def test_class_label_out_of_range_for_the_model(tmp_path):
     skip = Problems(skip_bad=True)
     data = load_cropped(samples, (32, 32), 1, 0.25, skip, class_counts={"cls": 3})
     assert len(data) == 1 and data.attributes["cls"].tolist() == [1] and len(skip.items) == 1
+
+
+def test_train_on_files_with_skip_bad(tmp_path, tiny_overrides, capsys):
+    folder = make_folder(tmp_path, n=10)
+    (folder / "f3.pts").write_text("version: 1\nn_points: 3\n{\n1 2\nnan 4\n5 6\n}\n")
+    root = Path(__file__).resolve().parents[1]
+    model_sets = [o for o in tiny_overrides if o.startswith(("model.", "train."))]
+    sets = model_sets + ["model.num_landmarks=3", "model.heads=[]", "model.input_size=[32, 32]", "data.name=files",
+                         "data.format=pts", f"data.train_path={folder}", f"data.test_path={folder}",
+                         "data.val_fraction=0.2", "data.labelled_pct=50", "data.augment_rotation_deg=20",
+                         "data.augment_scale=[0.9, 1.1]", "data.augment_translate=0.1", "loss.variant=L+ELT",
+                         "train.steps=4"]
+    args = ["train", "--config", str(root / "configs" / "blocks.yaml"), "--out", str(tmp_path / "run"), "--quiet",
+            *[a for s in sets for a in ("--set", s)]]
+    assert main(args) == 2
+    assert "f3.pts" in capsys.readouterr().err
+    assert main([*args, "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 2 bad sample(s)" in err  # read once for train and once for test
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["n_images"] == 9 and m["normalizer"] == "box_diagonal"

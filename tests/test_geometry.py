@@ -19,7 +19,8 @@ from sslandmarks.softargmax import soft_argmax
 
 def gaussian_image(centre: torch.Tensor, size: int = 64, sigma: float = 1.5) -> torch.Tensor:
     """``(B, 1, size, size)`` Gaussian blobs at ``centre (B, 2)``."""
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    grid = torch.arange(size, dtype=torch.float64)
+    ys, xs = torch.meshgrid(grid, grid, indexing="ij")
     d2 = (xs[None] - centre[:, 0, None, None]) ** 2 + (ys[None] - centre[:, 1, None, None]) ** 2
     return torch.exp(-d2 / (2 * sigma**2))[:, None]
 

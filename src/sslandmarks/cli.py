@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from sslandmarks.errors import UserError
 
@@ -42,14 +42,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sslandmarks.evaluate import ensure_writable, evaluate_checkpoint, write_metrics
+    from sslandmarks.evaluate import evaluate_checkpoint
+    from sslandmarks.outputs import ensure_writable_file, write_json
 
-    ensure_writable(args.out)  # fail on an unwritable --out before any work
+    ensure_writable_file(args.out)  # fail on an unwritable --out before any work
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.format, args.skip_bad)
     if metrics.get("skipped"):
         print(f"skipped {len(metrics['skipped'])} bad sample(s), listed under 'skipped' in {args.out}; "
               f"first: {metrics['skipped'][0]}", file=sys.stderr)
-    write_metrics(metrics, args.out)
+    write_json(metrics, args.out)
     print(
         f"{metrics['n_images']} images: mean error {metrics['mean_error_px']:.3f} px, "
         f"NME {metrics['nme']:.2f} % of {metrics['normalizer']}; wrote {args.out}"
@@ -76,22 +77,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from sslandmarks.experiments import run_table
+    from sslandmarks.outputs import ensure_writable_dir
 
-    _writable_parent(args.out)
+    ensure_writable_dir(args.out)
     run_table(args.table, args.out, seeds=args.seeds, quick=args.quick, extra=args.set, progress=not args.quiet)
     print((Path(args.out) / "table.md").read_text())
     print(f"wrote {args.out}/table.csv, table.md, plot.png")
     return 0
-
-
-def _writable_parent(out: str) -> bool:
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / ".probe").write_text("")
-        (Path(out) / ".probe").unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to output folder {out!r} ({e.strerror}): choose another --out") from None
-    return True
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -149,11 +149,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is tuple:
         args = typing.get_args(tp)
+        if args[0] is str and isinstance(value, str):  # a single path where a list is expected
+            value = [value]
         if not isinstance(value, list | tuple):
             raise UserError(f"config key {path!r} must be a list, got {value!r}")
         inner = args[0]
-        if inner is str and isinstance(value, str):  # a single path where a list is expected
-            value = [value]
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(inner, v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):

@@ -7,7 +7,6 @@ validation error has levelled off; L, which sees only the 160 labelled images, l
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     from sslandmarks.checkpoint import model_from_checkpoint
     from sslandmarks.data.sources import load_splits
     from sslandmarks.evaluate import predict_all
+    from sslandmarks.outputs import write_json
     from sslandmarks.train import fit
     from sslandmarks.viz import block_classes, prediction_grid
 
@@ -61,7 +61,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
         preds[f"Seq-MT ({variant})"] = predict_all(model, splits.test.images[:12])[0]
     l_err, e_err = summary["L"]["mean_error_px"], summary["L+ELT+A"]["mean_error_px"]
     summary["ratio_L+ELT+A_to_L"] = e_err / l_err
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(summary, out / "summary.json")
     prediction_grid(splits.test.images[:12], splits.test.landmarks[:12], preds, out / "predictions.png")
     block_classes(out / "blocks_classes.png")
 
@@ -70,7 +70,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     for variant in DEMO_RUNS:
         s = summary[variant]
         acc = "-" if s["class_accuracy"] is None else f"{s['class_accuracy']:.3f}"
-        print(f"{'Seq-MT (' + variant + ')':<20}{s['mean_error_px']:>12.2f}{acc:>12}{s['steps']:>8}{s['seconds']:>10.0f}")
+        name = f"Seq-MT ({variant})"
+        print(f"{name:<20}{s['mean_error_px']:>12.2f}{acc:>12}{s['steps']:>8}{s['seconds']:>10.0f}")
     print(f"ratio (L+ELT+A) / (L): {summary['ratio_L+ELT+A_to_L']:.2f}   (paper: 1.70 / 3.95 = 0.43)")
     print(f"wrote {out}/summary.json, {out}/predictions.png")
     return summary

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from pathlib import Path
 
 import torch
@@ -54,44 +51,6 @@ def evaluate_data(
     if hidden_landmarks(cfg):
         out["landmark_consistency"] = landmark_consistency(pred, gt)
     return out
-
-
-def ensure_writable(path: str | Path) -> None:
-    """Raise a UserError now if ``path`` could not be written later (an existing file is left alone)."""
-    from sslandmarks.errors import UserError
-
-    path = Path(path)
-    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --out") from None
-
-
-def write_metrics(metrics: dict, path: str | Path) -> None:
-    """Write JSON atomically (NaN becomes null)."""
-
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    from sslandmarks.errors import UserError
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(clean(metrics), indent=2))
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --out") from None
 
 
 def guess_format(path: str) -> str:

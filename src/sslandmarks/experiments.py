@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sslandmarks.config import load_config, merge, parse_overrides, to_dict, from_dict
+from sslandmarks.config import from_dict, load_config, merge, parse_overrides, to_dict
 from sslandmarks.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped with the package; ./configs links here

@@ -46,7 +46,8 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path) ->
     results = {}
     for path, arr in tqdm(list(zip(images, arrays)), desc="predict", disable=len(images) < 5):
         src_h, src_w = arr.shape[:2]
-        small = np.asarray(Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).resize((w, h), Image.BILINEAR))
+        pil = Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr)
+        small = np.asarray(pil.resize((w, h), Image.BILINEAR))
         x = torch.from_numpy(small.reshape(h, w, -1).copy()).permute(2, 0, 1)[None]
         with torch.no_grad():
             res = model(to_input(x))

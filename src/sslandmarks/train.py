@@ -134,16 +134,6 @@ def _schedule(cfg: Config):
     return factor
 
 
-def _writable_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to output folder {str(out)!r} ({e.strerror}): choose another --out") from None
-
-
 def _start_log(path: Path, columns: list[str], resume_step: int | None) -> None:
     """New log, or on resume keep only the rows up to the checkpoint's step (later ones are redone)."""
     rows = []
@@ -168,7 +158,8 @@ def fit(
     ``metrics.json``; empty on ranks other than 0) and the trained model (best checkpoint on rank 0)."""
     from lightning.fabric import Fabric
 
-    from sslandmarks.evaluate import evaluate_data, write_metrics
+    from sslandmarks.evaluate import evaluate_data
+    from sslandmarks.outputs import ensure_writable_dir, write_json
     from sslandmarks.viz import save_figures
 
     tc, out = cfg.train, Path(out)
@@ -188,7 +179,7 @@ def fit(
     if not resume and last.is_file():
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
     if rank == 0:
-        _writable_dir(out)
+        ensure_writable_dir(out)
         save_config(cfg, out / "config.yaml")
     fabric.barrier()
 
@@ -304,6 +295,6 @@ def fit(
     model.load_state_dict(load_checkpoint(ckpt_dir / "best.ckpt")["model"])
     metrics = {"val": evaluate_data(model, val, cfg), "test": evaluate_data(model, splits.test.to(device), cfg)}
     metrics = {**metrics["test"], **metrics, "best_val_score": best, "steps": tc.steps}
-    write_metrics(metrics, out / "metrics.json")
+    write_json(metrics, out / "metrics.json")
     save_figures(model, splits.test, cfg, out)
     return metrics, model

@@ -42,7 +42,8 @@ def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path
         for j, (name, p) in enumerate(preds.items()):
             ax.plot(p[i, :, 0], p[i, :, 1], "x", color=COLORS[j % len(COLORS)], ms=6, mew=1.5, label=name)
     handles = [plt.Line2D([], [], ls="", marker="+", color="lime", label="ground truth")] if gt is not None else []
-    handles += [plt.Line2D([], [], ls="", marker="x", color=COLORS[j % len(COLORS)], label=k) for j, k in enumerate(preds)]
+    handles += [plt.Line2D([], [], ls="", marker="x", color=COLORS[j % len(COLORS)], label=k)
+                for j, k in enumerate(preds)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=100)

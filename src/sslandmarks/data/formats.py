@@ -141,7 +141,8 @@ def read_mtfl(path: str | Path, problems: Problems, root: str | Path | None = No
         where = f"{p}:{i}"
         parts = ln.split()
         if len(parts) not in (11, 15):
-            problems.report(f"{where}: expected an image path, 10 coordinates and 4 attributes, got {len(parts)} fields")
+            problems.report(f"{where}: expected an image path, 10 coordinates and 4 attributes, "
+                            f"got {len(parts)} fields")
             continue
         try:
             vals = [_float(v, where) for v in parts[1:11]]

@@ -9,8 +9,8 @@ from torch import nn
 
 from sslandmarks.config import ModelConfig
 from sslandmarks.errors import UserError
-from sslandmarks.models.common import ModelOutput
 from sslandmarks.models.commmt import build_commmt
+from sslandmarks.models.common import ModelOutput
 from sslandmarks.models.heatmapmt import build_heatmapmt
 from sslandmarks.models.seqmt import build_seqmt
 
