@@ -86,6 +86,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sslandmarks.export import PARITY_LIMIT_PX, export_onnx
+
+    res = export_onnx(args.checkpoint, args.onnx)
+    print(f"wrote {res['path']} (input 'images' (B, C, H, W) in [0, 1]; outputs {', '.join(res['outputs'])})")
+    print(f"parity with PyTorch on 5 random images: max landmark difference {res['max_landmark_diff_px']:.2g} px "
+          f"(limit {PARITY_LIMIT_PX} px)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sslandmarks", description="Semi-supervised landmark localisation (Seq-MT, soft-argmax, ELT).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -128,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--quick", action="store_true", help="a few steps only (a smoke test, not a result)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    o = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch",
+                       description="Writes an ONNX model with a dynamic batch axis and prints the landmark "
+                       "difference between ONNX Runtime and PyTorch (must be below 1e-3 px).")
+    o.add_argument("--checkpoint", required=True)
+    o.add_argument("--onnx", required=True, help="file to write")
+
     from sslandmarks.experiments import TABLES
 
     x = sub.add_parser("reproduce", help="reproduce a table of the paper (a grid of runs)",
@@ -148,6 +164,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": cmd_predict,
     "demo": cmd_demo,
     "reproduce": cmd_reproduce,
+    "export": cmd_export,
 }
 
 

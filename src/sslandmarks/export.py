@@ -1,0 +1,63 @@
+"""ONNX export with a parity check against PyTorch (needs the ``onnx`` extra: onnx, onnxruntime)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from sslandmarks.errors import UserError
+
+PARITY_LIMIT_PX = 1e-3
+
+
+class _Exported(nn.Module):
+    """``images (B, C, H, W)`` float in [0, 1] -> ``landmarks (B, K, 2)`` and one output per attribute head."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        out = self.model(images)
+        return (out.landmarks, *out.attributes.values())
+
+
+def export_onnx(checkpoint: str | Path, path: str | Path, opset: int = 17) -> dict:
+    """Write ``path`` (dynamic batch) and compare ONNX Runtime with PyTorch on random images.
+
+    Returns ``{"path", "outputs", "max_landmark_diff_px"}``; raises if the difference exceeds 1e-3 px."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("ONNX export needs onnx and onnxruntime: pip install 'sslandmarks[onnx]'") from None
+    from sslandmarks.checkpoint import model_from_checkpoint
+    from sslandmarks.outputs import ensure_writable_file
+
+    path = Path(path)
+    ensure_writable_file(path)
+    model, cfg = model_from_checkpoint(checkpoint)
+    wrapped = _Exported(model).eval()  # eval mode for the wrapper too: BatchNorm uses running statistics
+    names = ["landmarks", *[h.name for h in cfg.model.heads]]
+    h, w = cfg.model.input_size
+    example = torch.rand(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, and the one that runs everywhere
+        torch.onnx.export(wrapped, (example,), str(tmp), input_names=["images"], output_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in ["images", *names]}, opset_version=opset,
+                          dynamo=False)
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    check = torch.rand(5, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(1))
+    got = session.run(None, {"images": check.numpy()})
+    with torch.no_grad():
+        ref = wrapped(check)
+    diff = float((torch.from_numpy(got[0]) - ref[0]).abs().max())
+    if not diff <= PARITY_LIMIT_PX:
+        tmp.unlink()
+        raise RuntimeError(f"ONNX parity check failed: landmarks differ by {diff:.3g} px (limit {PARITY_LIMIT_PX})")
+    os.replace(tmp, path)
+    return {"path": str(path), "outputs": names, "max_landmark_diff_px": diff}
