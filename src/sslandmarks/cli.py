@@ -96,6 +96,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sslandmarks.bench import BENCH_MODELS, format_table, run_bench
+    from sslandmarks.outputs import ensure_writable_file, write_json
+
+    if args.out:
+        ensure_writable_file(args.out)
+    unknown = [m for m in args.models or [] if m not in BENCH_MODELS]
+    if unknown:
+        raise UserError(f"--models {unknown[0]!r} is unknown: use {', '.join(BENCH_MODELS)}")
+    res = run_bench(args.device, args.seconds, args.models)
+    print(format_table(res))
+    if args.out:
+        write_json(res, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sslandmarks", description="Semi-supervised landmark localisation (Seq-MT, soft-argmax, ELT).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -144,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--checkpoint", required=True)
     o.add_argument("--onnx", required=True, help="file to write")
 
+    b = sub.add_parser("bench", help="training and inference speed against the hardware ceiling",
+                       description="For each paper model: end-to-end L+ELT+A training images/s, the ceiling (the "
+                       "same layers, same passes, random tensors), inference images/s, TFLOP/s and the share of a "
+                       "measured matmul peak.")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--out", help="JSON file to write")
+    b.add_argument("--seconds", type=float, default=2.0, help="minimum timing per measurement")
+    b.add_argument("--models", nargs="+", help="subset of models (default: all)")
+
     from sslandmarks.experiments import TABLES
 
     x = sub.add_parser("reproduce", help="reproduce a table of the paper (a grid of runs)",
@@ -165,6 +191,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "reproduce": cmd_reproduce,
     "export": cmd_export,
+    "bench": cmd_bench,
 }
 
 
