@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from sslandmarks.config import HeadConfig
+from sslandmarks.config import HeadConfig, ModelConfig
 
 
 class ModelOutput(NamedTuple):
@@ -26,6 +26,22 @@ def conv_block(cin: int, cout: int, kernel: int, batchnorm: bool, relu: bool = T
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return layers
+
+
+def full_resolution_maps(cfg: ModelConfig) -> nn.Sequential:
+    """The full-resolution landmark network of Tables S6-S9: ``depth`` SAME convs of ``kernel x kernel x
+    width``, 1x1 convs of the ``pointwise`` widths, then a ``head_kernel`` conv to ``num_landmarks`` maps
+    (no ReLU there, so that the spatial softmax sees signed scores)."""
+    layers: list[nn.Module] = []
+    cin = cfg.in_channels
+    for _ in range(cfg.depth):
+        layers += conv_block(cin, cfg.width, cfg.kernel, cfg.batchnorm)
+        cin = cfg.width
+    for width in cfg.pointwise:
+        layers += conv_block(cin, width, 1, cfg.batchnorm)
+        cin = width
+    layers += conv_block(cin, cfg.num_landmarks, cfg.head_kernel, batchnorm=False, relu=False)
+    return nn.Sequential(*layers)
 
 
 def mlp(cin: int, hidden: tuple[int, ...], cout: int, dropout: float) -> nn.Sequential:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from sslandmarks.config import ModelConfig
-from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
+from sslandmarks.models.common import ModelOutput, conv_block, full_resolution_maps, head_outputs, mlp
 
 
 class HeatmapMT(nn.Module):
@@ -21,16 +21,7 @@ class HeatmapMT(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         h, w = cfg.input_size
-        layers: list[nn.Module] = []
-        cin = cfg.in_channels
-        for _ in range(cfg.depth):
-            layers += conv_block(cin, cfg.width, cfg.kernel, cfg.batchnorm)
-            cin = cfg.width
-        for width in cfg.pointwise:
-            layers += conv_block(cin, width, 1, cfg.batchnorm)
-            cin = width
-        layers += conv_block(cin, cfg.num_landmarks, cfg.head_kernel, batchnorm=False, relu=False)
-        self.localizer = nn.Sequential(*layers)
+        self.localizer = full_resolution_maps(cfg)
         branch: list[nn.Module] = []
         cin, ph, pw = cfg.num_landmarks, h, w
         for _ in range(4):

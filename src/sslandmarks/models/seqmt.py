@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from sslandmarks.config import ModelConfig
-from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
+from sslandmarks.models.common import ModelOutput, full_resolution_maps, head_outputs, mlp
 from sslandmarks.softargmax import soft_argmax
 
 
@@ -20,17 +20,7 @@ class SeqMT(nn.Module):
         self.beta = cfg.beta
         h, w = cfg.input_size
         self.register_buffer("size", torch.tensor([w, h], dtype=torch.float32), persistent=False)
-        layers: list[nn.Module] = []
-        cin = cfg.in_channels
-        for _ in range(cfg.depth):
-            layers += conv_block(cin, cfg.width, cfg.kernel, cfg.batchnorm)
-            cin = cfg.width
-        for width in cfg.pointwise:
-            layers += conv_block(cin, width, 1, cfg.batchnorm)
-            cin = width
-        # The last layer gives the landmark maps; no ReLU so that the softmax sees signed scores.
-        layers += conv_block(cin, cfg.num_landmarks, cfg.head_kernel, batchnorm=False, relu=False)
-        self.localizer = nn.Sequential(*layers)
+        self.localizer = full_resolution_maps(cfg)
         k = cfg.num_landmarks
         self.heads = nn.ModuleDict(
             {hd.name: mlp(2 * k, cfg.mlp_hidden, head_outputs(hd), cfg.dropout) for hd in cfg.heads}
