@@ -111,7 +111,8 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
             out = layers(ceiling_x)
         out.float().mean().backward()
 
-    infer_x = torch.rand(infer_batch, cfg.model.in_channels, *size, device=device).contiguous(memory_format=torch.channels_last)
+    infer_x = torch.rand(infer_batch, cfg.model.in_channels, *size, device=device)
+    infer_x = infer_x.contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def infer_step() -> None:
@@ -144,7 +145,8 @@ def run_bench(device: str = "auto", seconds: float = 2.0, models: list[str] | No
 
         raise UserError("--device cuda: CUDA is not available on this machine")
     peak = matmul_peak_tflops(dev)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU {platform.processor() or platform.machine()}"
+    cpu = f"CPU {platform.processor() or platform.machine()}"
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu
     # On a CPU the 9x9x32/64 stacks of S8/S9 take seconds per image: smaller batches keep the bench short.
     small = dev.type == "cpu"
     results = [bench_model(m, dev, seconds, batch=(4, 4) if small and m != "blocks-S7" else None,
