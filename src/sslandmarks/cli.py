@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, help="a .ckpt written by train")
     e.add_argument("--data", help="annotated files (a folder of .pts, an MTFL list, a CSV manifest) or a synthetic "
                    "dataset name; default: the checkpoint's own synthetic dataset")
-    e.add_argument("--format", choices=["pts", "mtfl", "csv"], help="annotation format (default: from the path)")
+    e.add_argument("--format", choices=["pts", "mtfl", "csv", "ljson", "coco"],
+                   help="annotation format (default: from the path)")
     e.add_argument("--skip-bad", action="store_true", help="skip bad samples and list them instead of stopping")
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of a synthetic dataset")
     e.add_argument("--out", required=True, help="JSON file to write")

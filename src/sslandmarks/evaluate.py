@@ -59,6 +59,10 @@ def guess_format(path: str) -> str:
         return "csv"
     if p.suffix.lower() == ".txt":
         return "mtfl"
+    if p.suffix.lower() == ".json":
+        return "coco"
+    if p.suffix.lower() == ".ljson" or (p.is_dir() and any(p.glob("*.ljson")) and not any(p.glob("*.pts"))):
+        return "ljson"
     return "pts"
 
 

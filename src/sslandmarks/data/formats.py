@@ -7,12 +7,14 @@ as a :class:`DataError` naming the file (and line) and the fix. With a :class:`P
 
 Formats: ``pts`` (iBUG, a folder of ``.pts`` files beside their images, or one file), ``mtfl`` (MTFL
 list files), ``csv`` (a manifest: ``image,x0,y0,x1,y1,...`` then optional attribute columns; empty
-cells mark missing landmarks; paths relative to the manifest).
+cells mark missing landmarks; paths relative to the manifest), ``ljson`` (menpo) and ``coco`` (COCO
+keypoints JSON).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +221,101 @@ def read_csv_manifest(path: str | Path, problems: Problems) -> list[Sample]:
     return out
 
 
-READERS = {"pts": read_pts_folder, "mtfl": read_mtfl, "csv": read_csv_manifest}
+def _load_json(p: Path):
+    try:
+        return json.loads(p.read_text())
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{p}: not valid JSON ({e})") from None
+
+
+def read_ljson(path: str | Path) -> np.ndarray:
+    """A menpo ``.ljson`` file (versions 1-3): points stored as ``(y, x)`` pixel centres, ``null`` = missing.
+    With several groups, the first is used. Returns ``(K, 2)`` as ``(x, y)``."""
+    p = Path(path)
+    d = _load_json(p)
+    try:
+        groups = d["groups"] if "groups" in d else {"": d}
+        points = next(iter(groups.values()))["landmarks"]["points"]
+    except (KeyError, TypeError, StopIteration):
+        raise DataError(f"{p}: no landmarks.points in this .ljson file") from None
+    out = []
+    for i, pt in enumerate(points):
+        if pt is None or any(v is None for v in pt):
+            out.append([math.nan, math.nan])
+        elif len(pt) != 2:
+            raise DataError(f"{p}: point {i} has {len(pt)} values, expected (y, x)")
+        else:
+            y, x = (_float(str(v), f"{p} point {i}") for v in pt)
+            out.append([x, y])
+    if not out:
+        raise DataError(f"{p}: no points in the file")
+    return np.asarray(out, dtype=np.float64)
+
+
+def read_ljson_folder(path: str | Path, problems: Problems) -> list[Sample]:
+    """All ``*.ljson`` under ``path`` (or the one file) with the image of the same stem."""
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(p.rglob("*.ljson"))
+    if not files:
+        raise DataError(f"{p}: no .ljson files found")
+    out = []
+    for f in files:
+        image = _image_beside(f)
+        if image is None:
+            problems.report(f"{f}: no image with the same name ({'/'.join(IMAGE_SUFFIXES)})")
+            continue
+        try:
+            out.append(Sample(image, read_ljson(f), where=str(f)))
+        except DataError as e:
+            problems.report(str(e))
+    return out
+
+
+def read_coco(path: str | Path, problems: Problems) -> list[Sample]:
+    """COCO keypoints JSON: one sample per annotation with ``keypoints``; ``v = 0`` marks a missing point.
+    COCO puts pixel corners at integers, so ``x - 0.5`` is our pixel-centre coordinate. Images are
+    relative to the JSON file's folder (or its ``images/`` subfolder)."""
+    p = Path(path)
+    d = _load_json(p)
+    if not isinstance(d, dict) or "annotations" not in d or "images" not in d:
+        raise DataError(f"{p}: not COCO keypoints JSON (needs 'images' and 'annotations')")
+    files = {im.get("id"): im.get("file_name") for im in d["images"]}
+    out, seen = [], set()
+    for i, ann in enumerate(d["annotations"]):
+        where = f"{p} annotation {ann.get('id', i)}"
+        kps = ann.get("keypoints")
+        if not kps:
+            continue
+        if len(kps) % 3:
+            problems.report(f"{where}: keypoints must be x, y, v triplets ({len(kps)} values)")
+            continue
+        if ann.get("image_id") not in files:
+            problems.report(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
+            continue
+        key = ann.get("id", i)
+        if key in seen:
+            problems.report(f"{where}: duplicate annotation id")
+            continue
+        seen.add(key)
+        try:
+            arr = np.asarray([[_float(str(x), where), _float(str(y), where), v] for x, y, v in
+                              zip(kps[0::3], kps[1::3], kps[2::3])], dtype=np.float64)
+        except DataError as e:
+            problems.report(str(e))
+            continue
+        lm = arr[:, :2] - 0.5
+        lm[arr[:, 2] <= 0] = math.nan
+        name = files[ann["image_id"]]
+        image = p.parent / name if (p.parent / name).exists() else p.parent / "images" / name
+        attrs = {"category": int(ann["category_id"])} if "category_id" in ann else {}
+        out.append(Sample(image, lm, attrs, where))
+    return out
+
+
+READERS = {"pts": read_pts_folder, "mtfl": read_mtfl, "csv": read_csv_manifest, "ljson": read_ljson_folder,
+           "coco": read_coco}
 
 
 def read_annotations(path: str | Path, fmt: str, problems: Problems) -> list[Sample]:
