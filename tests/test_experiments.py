@@ -57,3 +57,10 @@ def test_reproduce_validates_arguments(tmp_path, capsys, args, needle):
 def test_quick_grid_in_the_slow_tier(tmp_path):
     assert main(["reproduce", "blocks-table1", "--out", str(tmp_path), "--quick", "--seeds", "1", "--quiet"]) == 0
     assert len(list(csv.DictReader(open(tmp_path / "table.csv")))) == 46
+
+
+def test_shapes_figure3_quick(tmp_path):
+    assert main(["reproduce", "shapes-figure3", "--out", str(tmp_path), "--quick", "--quiet"]) == 0
+    md = (tmp_path / "figure3.md").read_text()
+    assert "class accuracy" in md and "landmark consistency" in md
+    assert (tmp_path / "figure3.png").stat().st_size > 10_000

@@ -76,10 +76,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from sslandmarks.experiments import run_table
+    from sslandmarks.experiments import run_shapes_figure3, run_table
     from sslandmarks.outputs import ensure_writable_dir
 
     ensure_writable_dir(args.out)
+    if args.table == "shapes-figure3":
+        run_shapes_figure3(args.out, quick=args.quick, extra=args.set, progress=not args.quiet)
+        print((Path(args.out) / "figure3.md").read_text())
+        return 0
     run_table(args.table, args.out, seeds=args.seeds, quick=args.quick, extra=args.set, progress=not args.quiet)
     print((Path(args.out) / "table.md").read_text())
     print(f"wrote {args.out}/table.csv, table.md, plot.png")
@@ -171,12 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=2.0, help="minimum timing per measurement")
     b.add_argument("--models", nargs="+", help="subset of models (default: all)")
 
-    from sslandmarks.experiments import TABLES
+    from sslandmarks.experiments import FIGURES, TABLES
 
     x = sub.add_parser("reproduce", help="reproduce a table of the paper (a grid of runs)",
                        description="Runs every (model, labelled fraction, seed) cell, skipping finished ones, and "
                        "writes table.csv, table.md (ours beside the paper) and plot.png into --out.")
-    x.add_argument("table", choices=sorted(TABLES))
+    x.add_argument("table", choices=sorted([*TABLES, *FIGURES]))
     x.add_argument("--out", required=True)
     x.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5, as in the paper)")
     x.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole grid, not a result")
