@@ -49,7 +49,7 @@ def _timeit(fn, device: torch.device, min_seconds: float, warmup: int = 3) -> fl
 
 def matmul_peak_tflops(device: torch.device, seconds: float = 1.0) -> float:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    n = 8192 if device.type == "cuda" else 1024
+    n = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n**3 / _timeit(lambda: a @ b, device, seconds) / 1e12
 
