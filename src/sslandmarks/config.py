@@ -69,6 +69,7 @@ class ModelConfig:
     head_kernel: int = 1
     batchnorm: bool = False
     beta: float = 1.0
+    levels: int = 4  # RCN: 2x2 poolings from the input to the coarsest map
     mlp_hidden: tuple[int, ...] = (256, 256)
     dropout: float = 0.25
     heads: tuple[HeadConfig, ...] = (HeadConfig(name="class", kind="class", classes=15),)

@@ -12,12 +12,15 @@ from sslandmarks.errors import UserError
 from sslandmarks.models.commmt import build_commmt
 from sslandmarks.models.common import ModelOutput
 from sslandmarks.models.heatmapmt import build_heatmapmt
+from sslandmarks.models.rcn import build_rcn, build_rcn_plus
 from sslandmarks.models.seqmt import build_seqmt
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "seqmt": build_seqmt,
     "commmt": build_commmt,
     "heatmapmt": build_heatmapmt,
+    "rcn": build_rcn,
+    "rcn+": build_rcn_plus,
 }
 
 

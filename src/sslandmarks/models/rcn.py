@@ -1,0 +1,73 @@
+"""Recombinator Networks (Honari et al., CVPR 2016) and RCN+ (Fig. S3 of the 2018 paper).
+
+An encoder of 3x3 convs with 2x2 max-pooling down to ``levels`` halvings, and a decoder that upsamples
+(bilinear) and *concatenates* the encoder map of the same resolution before two more 3x3 convs, back
+to full resolution, where a last conv gives the K landmark maps.
+- ``rcn``: softmax over all pixels, trained with cross-entropy on the ground-truth pixel, arg-max readout.
+- ``rcn+``: soft-argmax (beta) and the squared-distance landmark loss, so ELT and attribute heads on the
+  coordinates apply (as in Seq-MT).
+Widths: ``width`` maps per layer (64 on 300-W, 70 on AFLW); ``levels`` halvings (4: 80 -> 5).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sslandmarks.config import ModelConfig
+from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
+from sslandmarks.softargmax import soft_argmax
+
+
+class RCN(nn.Module):
+    def __init__(self, cfg: ModelConfig, plus: bool = True) -> None:
+        super().__init__()
+        self.plus = plus
+        self.landmark_loss = "l2" if plus else "heatmap_ce"
+        self.beta = cfg.beta
+        h, w = cfg.input_size
+        self.register_buffer("size", torch.tensor([w, h], dtype=torch.float32), persistent=False)
+        width, bn = cfg.width, cfg.batchnorm
+        levels = cfg.levels
+        self.down = nn.ModuleList(
+            [nn.Sequential(*conv_block(cfg.in_channels if i == 0 else width, width, 3, bn)) for i in range(levels)]
+        )
+        self.bottom = nn.Sequential(*conv_block(width, width, 3, bn), *conv_block(width, width, 3, bn))
+        self.up = nn.ModuleList(
+            [nn.Sequential(*conv_block(2 * width, width, 3, bn), *conv_block(width, width, 3, bn))
+             for _ in range(levels)]
+        )
+        self.maps = nn.Sequential(*conv_block(width, cfg.num_landmarks, cfg.head_kernel, False, relu=False))
+        k = cfg.num_landmarks
+        self.heads = nn.ModuleDict(
+            {hd.name: mlp(2 * k, cfg.mlp_hidden, head_outputs(hd), cfg.dropout) for hd in cfg.heads}
+        )
+
+    def forward(self, images: Tensor) -> ModelOutput:
+        skips, x = [], images
+        for conv in self.down:
+            x = conv(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for conv, skip in zip(self.up, reversed(skips)):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = conv(torch.cat([x, skip], dim=1))
+        heatmaps = self.maps(x)
+        if self.plus:
+            landmarks, _ = soft_argmax(heatmaps, self.beta)
+        else:
+            idx = heatmaps.detach().flatten(2).argmax(-1)
+            w = heatmaps.shape[-1]
+            landmarks = torch.stack([(idx % w).float(), torch.div(idx, w, rounding_mode="floor").float()], -1)
+        z = (2 * (landmarks + 0.5) / self.size - 1).flatten(1)
+        return ModelOutput(heatmaps, landmarks, {name: head(z) for name, head in self.heads.items()})
+
+
+def build_rcn(cfg: ModelConfig) -> RCN:
+    return RCN(cfg, plus=False)
+
+
+def build_rcn_plus(cfg: ModelConfig) -> RCN:
+    return RCN(cfg, plus=True)
