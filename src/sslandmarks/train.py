@@ -243,18 +243,20 @@ def fit(
     for step in bar:
         model.train()
         parts = [s.batch_at(step) for s in streams]
-        idx = torch.cat([p[rank::world] for p in parts])  # this rank's share of the global batch
-        transforms = None
-        offsets = [0, len(parts[0])]
-        if use_elt:  # one transform per global row, drawn from (seed, step): the same on every rank
-            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
-            t_all, _ = sample_affine(sum(len(p) for p in parts), elt_ranges, cfg.model.input_size, gen)
-            transforms = torch.cat([t_all[o : o + len(p)][rank::world] for o, p in zip(offsets, parts)])
-        batch = train.subset(idx.to(device))
-        if use_aug:  # fresh jitter every step, drawn like the ELT transforms from (seed, step)
-            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step + 7919 * tc.steps)
-            t_aug, _ = sample_affine(sum(len(p) for p in parts), aug_ranges, cfg.model.input_size, gen)
-            batch = augment(batch, torch.cat([t_aug[o : o + len(p)][rank::world] for o, p in zip(offsets, parts)]))
+        global_idx = torch.cat(parts)  # labelled rows, then unlabelled ones
+        # this rank's share: every world-th row of each stream (as rows of the global batch)
+        ends = torch.tensor([len(p) for p in parts]).cumsum(0).tolist()
+        rows = torch.cat([torch.arange(a, b)[rank::world] for a, b in zip([0, *ends[:-1]], ends)])
+        batch = train.subset(global_idx[rows].to(device))
+
+        def per_row(ranges: AffineRanges, salt: int) -> Tensor:
+            """One transform per global row from (seed, step, salt): the same on every rank, and on resume."""
+            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step + salt)
+            return sample_affine(len(global_idx), ranges, cfg.model.input_size, gen)[0][rows]
+
+        if use_aug:  # fresh jitter every step
+            batch = augment(batch, per_row(aug_ranges, 7919 * tc.steps))
+        transforms = per_row(elt_ranges, 0) if use_elt else None
         losses = compute_losses(model, batch, cfg.loss, transforms, tc.channels_last)
         loss = total_loss(losses, cfg.loss)
         finite = fabric.all_reduce(torch.isfinite(loss).float(), reduce_op="min")
