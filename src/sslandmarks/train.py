@@ -121,6 +121,12 @@ def selection_score(metrics: dict, cfg: Config) -> float:
     return metrics["mean_error_px"]
 
 
+def rank_transforms(n: int, rows: Tensor, ranges: AffineRanges, size: tuple[int, int], seed: int) -> Tensor:
+    """One transform per row of the global batch (``n`` rows) from ``seed``, of which this rank takes
+    ``rows``: every rank, and a resumed run, draws the same ones."""
+    return sample_affine(n, ranges, size, torch.Generator().manual_seed(seed))[0][rows]
+
+
 def _schedule(cfg: Config):
     steps, warm = cfg.train.steps, cfg.train.warmup_steps
 
@@ -248,15 +254,10 @@ def fit(
         ends = torch.tensor([len(p) for p in parts]).cumsum(0).tolist()
         rows = torch.cat([torch.arange(a, b)[rank::world] for a, b in zip([0, *ends[:-1]], ends)])
         batch = train.subset(global_idx[rows].to(device))
-
-        def per_row(ranges: AffineRanges, salt: int) -> Tensor:
-            """One transform per global row from (seed, step, salt): the same on every rank, and on resume."""
-            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step + salt)
-            return sample_affine(len(global_idx), ranges, cfg.model.input_size, gen)[0][rows]
-
+        size, seed = cfg.model.input_size, tc.seed * 1_000_003 + step
         if use_aug:  # fresh jitter every step
-            batch = augment(batch, per_row(aug_ranges, 7919 * tc.steps))
-        transforms = per_row(elt_ranges, 0) if use_elt else None
+            batch = augment(batch, rank_transforms(len(global_idx), rows, aug_ranges, size, seed + 7919 * tc.steps))
+        transforms = rank_transforms(len(global_idx), rows, elt_ranges, size, seed) if use_elt else None
         losses = compute_losses(model, batch, cfg.loss, transforms, tc.channels_last)
         loss = total_loss(losses, cfg.loss)
         finite = fabric.all_reduce(torch.isfinite(loss).float(), reduce_op="min")
