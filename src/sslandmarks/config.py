@@ -45,7 +45,8 @@ class DataConfig:
     test_path: tuple[str, ...] = ()
     val_fraction: float = 0.1
     crop_margin: float = 0.25  # crop = landmark box enlarged by this share of its side on each side
-    normalizer: str = ""  # NME normaliser; empty = the dataset's default
+    spec: str = ""  # landmark layout (specs.SPECS: 300w-68, mtfl-5, aflw-19, hgr1-25, hand-21); empty = generic
+    normalizer: str = ""  # NME normaliser; empty = the spec's or dataset's default
     # augmentation of training batches, fresh each step: rotation (deg), log-uniform scale, shift (share of size)
     augment_rotation_deg: float = 0.0
     augment_scale: tuple[float, float] = (1.0, 1.0)

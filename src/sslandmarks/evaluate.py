@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from sslandmarks.config import Config
 from sslandmarks.data.dataset import LandmarkData
-from sslandmarks.data.sources import hidden_landmarks, normalizer
+from sslandmarks.data.sources import hidden_landmarks, normalizer, spec
 from sslandmarks.metrics import accuracy, landmark_consistency, landmark_metrics
 
 
@@ -44,7 +44,7 @@ def evaluate_data(
     if data.from_source is not None:
         back = invert(data.from_source.cpu())
         pred, gt = apply_points(back, pred), apply_points(back, gt)
-    out = landmark_metrics(pred, gt, cfg.model.input_size, norm or normalizer(cfg))
+    out = landmark_metrics(pred, gt, cfg.model.input_size, norm or normalizer(cfg), spec(cfg))
     class_heads = {k: v for k, v in attrs.items() if data.kinds.get(k) == "class"}
     if class_heads:
         out["attribute_accuracy"] = {k: accuracy(v, data.attributes[k].cpu()) for k, v in class_heads.items()}
@@ -75,14 +75,15 @@ def evaluate_checkpoint(
     ``split`` of the checkpoint's own synthetic dataset. Skipped samples are listed under ``skipped``."""
     from sslandmarks.checkpoint import model_from_checkpoint
     from sslandmarks.data.formats import Problems
-    from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, read_files
+    from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, read_files, spec
     from sslandmarks.errors import UserError
 
     model, cfg = model_from_checkpoint(checkpoint)
     if data is not None and data not in SOURCES:
         problems = Problems(skip_bad)
         files = read_files(data, cfg, problems, fmt or guess_format(data))
-        metrics = evaluate_data(model, files, cfg, norm=cfg.data.normalizer or FILES_NORMALIZER)
+        default = spec(cfg).default_normalizer if spec(cfg) is not None else FILES_NORMALIZER
+        metrics = evaluate_data(model, files, cfg, norm=cfg.data.normalizer or default)
         return {**metrics, "skipped": problems.items}
     name = data or cfg.data.name
     if name != cfg.data.name:

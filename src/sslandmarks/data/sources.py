@@ -32,9 +32,23 @@ def hidden_landmarks(cfg: Config) -> bool:
     return cfg.data.name in SOURCES and SOURCES[cfg.data.name].hidden_landmarks
 
 
+def spec(cfg: Config):
+    """The :class:`~sslandmarks.specs.LandmarkSpec` named by ``data.spec`` (None for synthetic/generic data)."""
+    from sslandmarks.specs import SPECS
+
+    if not cfg.data.spec:
+        return None
+    if cfg.data.spec not in SPECS:
+        raise UserError(f"data.spec={cfg.data.spec!r} is unknown: use one of {', '.join(SPECS)}")
+    return SPECS[cfg.data.spec]
+
+
 def normalizer(cfg: Config) -> str:
+    """The NME normaliser: ``data.normalizer``, else the spec's default, else the dataset's."""
     if cfg.data.normalizer:
         return cfg.data.normalizer
+    if spec(cfg) is not None:
+        return spec(cfg).default_normalizer
     return SOURCES[cfg.data.name].normalizer if cfg.data.name in SOURCES else FILES_NORMALIZER
 
 
