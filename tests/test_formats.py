@@ -272,3 +272,19 @@ def test_evaluate_on_helen_test_with_interocular_nme(tmp_path):
     m = json.loads((tmp_path / "r.json").read_text())
     assert m["n_images"] == 330 and m["normalizer"] == "interocular" and len(m["per_landmark_error_px"]) == 68
     assert 0 < m["nme"] < 200 and 0 <= m["auc@0.08"] <= 1 and 0 <= m["failure_rate@0.08"] <= 1
+
+
+def test_csv_columns_in_any_order_with_named_classes(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / name)
+    (tmp_path / "m.csv").write_text("image,gesture,subject,score,x0,y0,x1,y1,x2,y2\n"
+                                    "a.png,B,id01,0.9,10,10,20,10,15,20\nb.png,A,id02,0.8,12,10,22,10,15,22\n"
+                                    "c.png,Q,id02,0.8,12,10,22,10,15,22\n")
+    problems = Problems(skip_bad=True)
+    samples = read_annotations(tmp_path / "m.csv", "csv", problems)
+    assert samples[0].attributes["gesture"] == "B" and samples[0].attributes["subject"] == "id01"
+    data = load_cropped(samples, (32, 32), 1, 0.25, problems, {"gesture": 2}, {"gesture": ("A", "B")})
+    assert data.attributes["gesture"].tolist() == [1, 0] and "subject" not in data.attributes
+    assert len(problems.items) == 1 and "'Q'" in problems.items[0]
+    with pytest.raises(DataError, match="list them in model.heads"):
+        load_cropped(samples[:1], (32, 32), 1, 0.25, Problems(), {"gesture": 2})

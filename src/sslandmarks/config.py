@@ -28,6 +28,7 @@ class HeadConfig:
     kind: str = "class"
     classes: int = 2
     dims: int = 1
+    labels: tuple[str, ...] = ()  # class names in index order, for data that names its classes
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def validate(cfg: Config) -> None:
     for head in cfg.model.heads:
         if head.kind not in ("class", "regression"):
             raise UserError(f"model.heads: head {head.name!r} has kind {head.kind!r}: use 'class' or 'regression'")
+        if head.labels and len(head.labels) != head.classes:
+            raise UserError(f"model.heads: head {head.name!r} has {len(head.labels)} labels for {head.classes} classes")
 
 
 def variant_terms(variant: str) -> frozenset[str]:

@@ -48,6 +48,24 @@ def crop_transform(landmarks: np.ndarray, size: tuple[int, int], margin: float) 
     return t
 
 
+def _class_indices(s: Sample, heads: set[str], names: dict[str, tuple[str, ...]], problems: Problems):
+    """Attributes with class names replaced by their indices; None (reported) for an unknown name."""
+    out = {}
+    for k, v in s.attributes.items():
+        if not isinstance(v, str):
+            out[k] = v
+        elif k in names:
+            if v not in names[k]:
+                problems.report(f"{s.where}: class {v!r} of {k!r} is not among the head's labels")
+                return None
+            out[k] = names[k].index(v)
+        elif k in heads:
+            problems.report(f"{s.where}: {k!r} holds class names ({v!r}): list them in model.heads[].labels")
+            return None
+        # else: a named column that no head reads (an id, a note): not kept
+    return out
+
+
 def load_cropped(
     samples: list[Sample],
     size: tuple[int, int],
@@ -55,13 +73,20 @@ def load_cropped(
     margin: float,
     problems: Problems,
     class_counts: dict[str, int] | None = None,
+    class_names: dict[str, tuple[str, ...]] | None = None,
 ) -> LandmarkData:
-    """Validate, read and crop ``samples``. ``class_counts`` (head -> number of classes) checks labels."""
+    """Validate, read and crop ``samples``. ``class_counts`` (head -> number of classes) checks labels;
+    ``class_names`` (head -> names in index order) maps named labels to indices. Attribute columns that
+    are neither a model head nor numeric (an id, a note) are not kept."""
     images, lms, transforms, kept = [], [], [], []
     for s in samples:
         if np.isnan(s.landmarks).all():
             problems.report(f"{s.where}: no landmark is known, so there is no box to crop from")
             continue
+        attrs = _class_indices(s, set(class_counts or {}), class_names or {}, problems)
+        if attrs is None:
+            continue
+        s = Sample(s.image, s.landmarks, attrs, s.where)
         bad_label = next((f"{k}={v}" for k, v in s.attributes.items()
                           if class_counts and k in class_counts and not 0 <= v < class_counts[k]), None)
         if bad_label:

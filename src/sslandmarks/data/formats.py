@@ -170,10 +170,12 @@ def read_mtfl(path: str | Path, problems: Problems, root: str | Path | None = No
 
 
 def read_csv_manifest(path: str | Path, problems: Problems) -> list[Sample]:
-    """A CSV manifest with a header ``image,x0,y0,...,x{K-1},y{K-1}[,attribute...]``.
+    """A CSV manifest with a header naming an ``image`` column and ``x0,y0,...,x{K-1},y{K-1}`` (in any
+    order, e.g. ``image,x0,y0,x1,y1,gesture`` or ``image,gesture,subject,x0,y0,...``).
 
-    Empty coordinate cells mark a missing landmark; attribute columns hold integer class labels
-    (0-based) or, for names ending in ``_reg``, real values; empty means missing."""
+    Empty coordinate cells mark a missing landmark. Every other column is an attribute: integer class
+    labels (0-based) or class names (mapped through the head's ``labels``), real values for names ending
+    in ``_reg``; empty means missing."""
     p = Path(path)
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
@@ -186,13 +188,16 @@ def read_csv_manifest(path: str | Path, problems: Problems) -> list[Sample]:
     if not rows:
         raise DataError(f"{p}: empty manifest (expected a header 'image,x0,y0,...')")
     header = [h.strip() for h in rows[0]]
-    if not header or header[0] != "image":
-        raise DataError(f"{p}:1: the first column must be 'image' (header {','.join(header[:4])}...)")
-    coords = [h for h in header[1:] if h[:1] in "xy" and h[1:].isdigit()]
-    k = len(coords) // 2
-    if k == 0 or coords != [f"{a}{i}" for i in range(k) for a in "xy"]:
-        raise DataError(f"{p}:1: expected columns x0,y0,x1,y1,... after 'image'")
-    attr_names = header[1 + 2 * k :]
+    if "image" not in header:
+        raise DataError(f"{p}:1: no 'image' column in the header ({','.join(header[:4])}...)")
+    k = sum(1 for h in header if h[:1] == "x" and h[1:].isdigit())
+    missing = [f"{a}{i}" for i in range(k) for a in "xy" if f"{a}{i}" not in header]
+    if k == 0 or missing:
+        raise DataError(f"{p}:1: expected coordinate columns x0,y0,x1,y1,..." + (f" ({missing[0]} is missing)"
+                                                                                 if missing else ""))
+    col = {h: j for j, h in enumerate(header)}
+    coord_cols = [col[f"{a}{i}"] for i in range(k) for a in "xy"]
+    attr_names = [h for h in header if h != "image" and h not in {f"{a}{i}" for i in range(k) for a in "xy"}]
     out, seen = [], {}
     for i, row in enumerate(rows[1:], start=2):
         where = f"{p}:{i}"
@@ -200,15 +205,20 @@ def read_csv_manifest(path: str | Path, problems: Problems) -> list[Sample]:
             problems.report(f"{where}: {len(row)} cells but the header has {len(header)}")
             continue
         try:
-            vals = [math.nan if not c.strip() else _float(c, where) for c in row[1 : 1 + 2 * k]]
+            vals = [math.nan if not row[j].strip() else _float(row[j], where) for j in coord_cols]
             attrs = {}
-            for name, c in zip(attr_names, row[1 + 2 * k :]):
-                if c.strip():
-                    attrs[name] = _float(c, where) if name.endswith("_reg") else int(_float(c, where))
+            for name in attr_names:
+                c = row[col[name]].strip()
+                if not c:
+                    continue
+                if name.endswith("_reg"):
+                    attrs[name] = _float(c, where)
+                else:
+                    attrs[name] = int(c) if c.lstrip("-").isdigit() else c  # a class index or a class name
         except DataError as e:
             problems.report(str(e))
             continue
-        rel = row[0].strip()
+        rel = row[col["image"]].strip()
         if rel in seen:
             problems.report(f"{where}: duplicate entry {rel!r} (first on line {seen[rel]})")
             continue

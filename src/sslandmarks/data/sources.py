@@ -69,7 +69,8 @@ def read_files(path: str | tuple[str, ...], cfg: Config, problems, fmt: str | No
         raise DataError(f"{path}: {k} landmarks per sample, but the model predicts {cfg.model.num_landmarks} "
                         "(use a checkpoint trained for this layout, or set model.num_landmarks)")
     m = cfg.model
-    data = load_cropped(samples, m.input_size, m.in_channels, cfg.data.crop_margin, problems, class_counts(cfg))
+    names = {h.name: h.labels for h in m.heads if h.kind == "class" and h.labels}
+    data = load_cropped(samples, m.input_size, m.in_channels, cfg.data.crop_margin, problems, class_counts(cfg), names)
     if len(data) == 0:
         raise DataError(f"{path}: no usable samples ({len(problems.items)} skipped)")
     return data
