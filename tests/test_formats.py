@@ -288,3 +288,22 @@ def test_csv_columns_in_any_order_with_named_classes(tmp_path):
     assert len(problems.items) == 1 and "'Q'" in problems.items[0]
     with pytest.raises(DataError, match="list them in model.heads"):
         load_cropped(samples[:1], (32, 32), 1, 0.25, Problems(), {"gesture": 2})
+
+
+@requires_shared_data
+def test_hgr1_loads_through_the_csv_reader_with_subject_splits():
+    import os
+
+    from sslandmarks.config import load_config
+    from sslandmarks.data.sources import load_splits
+
+    root = Path(__file__).resolve().parents[1]
+    cwd = os.getcwd()
+    os.chdir(root)  # the config's paths are relative to the project root
+    try:
+        splits = load_splits(load_config(root / "configs" / "hgr1.yaml"))
+    finally:
+        os.chdir(cwd)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (451, 126, 126)
+    assert splits.train.landmarks.shape[1:] == (21, 2) and splits.train.images.shape[1:] == (1, 64, 64)
+    assert splits.test.attributes["gesture"].min() >= 0 and splits.test.attributes["gesture"].max() < 27

@@ -45,6 +45,11 @@ class DataConfig:
     val_path: tuple[str, ...] = ()  # empty: a val_fraction of the training files (by seed) is held out
     test_path: tuple[str, ...] = ()
     val_fraction: float = 0.1
+    # optional split by a column's value (e.g. subject): keep only the listed values in each split
+    split_column: str = ""
+    train_values: tuple[str, ...] = ()
+    val_values: tuple[str, ...] = ()
+    test_values: tuple[str, ...] = ()
     crop_margin: float = 0.25  # crop = landmark box enlarged by this share of its side on each side
     spec: str = ""  # landmark layout (specs.SPECS: 300w-68, mtfl-5, aflw-19, hgr1-25, hand-21); empty = generic
     normalizer: str = ""  # NME normaliser; empty = the spec's or dataset's default

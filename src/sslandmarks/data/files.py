@@ -52,13 +52,13 @@ def _class_indices(s: Sample, heads: set[str], names: dict[str, tuple[str, ...]]
     """Attributes with class names replaced by their indices; None (reported) for an unknown name."""
     out = {}
     for k, v in s.attributes.items():
-        if not isinstance(v, str):
-            out[k] = v
-        elif k in names:
-            if v not in names[k]:
-                problems.report(f"{s.where}: class {v!r} of {k!r} is not among the head's labels")
+        if k in names:  # named classes; a name may look like a number ("1" in HGR1's gestures)
+            if str(v) not in names[k]:
+                problems.report(f"{s.where}: class {str(v)!r} of {k!r} is not among the head's labels")
                 return None
-            out[k] = names[k].index(v)
+            out[k] = names[k].index(str(v))
+        elif not isinstance(v, str):
+            out[k] = v
         elif k in heads:
             problems.report(f"{s.where}: {k!r} holds class names ({v!r}): list them in model.heads[].labels")
             return None

@@ -56,14 +56,21 @@ def class_counts(cfg: Config) -> dict[str, int]:
     return {h.name: h.classes for h in cfg.model.heads if h.kind == "class"}
 
 
-def read_files(path: str | tuple[str, ...], cfg: Config, problems, fmt: str | None = None) -> LandmarkData:
-    """Annotated files at ``path`` (one or several) read, validated against the model config and cropped."""
+def read_files(path: str | tuple[str, ...], cfg: Config, problems, fmt: str | None = None,
+               keep: tuple[str, ...] = ()) -> LandmarkData:
+    """Annotated files at ``path`` (one or several) read, validated against the model config and cropped;
+    with ``keep``, only samples whose ``data.split_column`` value is listed."""
     from sslandmarks.data.files import load_cropped
     from sslandmarks.data.formats import DataError, read_annotations
 
     paths = (path,) if isinstance(path, str) else path
     samples = [s for p in paths for s in read_annotations(p, fmt or cfg.data.format, problems)]
     path = ", ".join(paths)
+    if keep:
+        column = cfg.data.split_column
+        samples = [s for s in samples if str(s.attributes.get(column)) in keep]
+        if not samples:
+            raise DataError(f"{path}: no sample has {column} in {', '.join(keep)}")
     k = len(samples[0].landmarks)
     if k != cfg.model.num_landmarks:
         raise DataError(f"{path}: {k} landmarks per sample, but the model predicts {cfg.model.num_landmarks} "
@@ -86,14 +93,14 @@ def load_splits(cfg: Config, problems=None):
         problems = problems or Problems()
         if not d.train_path or not d.test_path or not d.format:
             raise UserError("data.name=files needs data.format, data.train_path and data.test_path")
-        train = read_files(d.train_path, cfg, problems)
+        train = read_files(d.train_path, cfg, problems, keep=d.train_values)
         if d.val_path:
-            val = read_files(d.val_path, cfg, problems)
+            val = read_files(d.val_path, cfg, problems, keep=d.val_values)
         else:  # hold out a share of the training files, fixed by the data seed
             perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(d.seed))
             n_val = max(1, round(d.val_fraction * len(train)))
             train, val = train.subset(perm[n_val:]), train.subset(perm[:n_val])
-        return Splits(train=train, val=val, test=read_files(d.test_path, cfg, problems))
+        return Splits(train=train, val=val, test=read_files(d.test_path, cfg, problems, keep=d.test_values))
     if d.name not in SOURCES:
         raise UserError(f"data.name={d.name!r} is unknown: use one of {', '.join([*SOURCES, FILES])}")
     src = SOURCES[d.name]
