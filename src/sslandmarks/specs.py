@@ -55,7 +55,3 @@ SPECS: dict[str, LandmarkSpec] = {
     "hand-21": LandmarkSpec("hand-21", 21, None, {"palm_width": (5, 17)}, "palm_width"),
 }
 
-
-def generic_spec(num_landmarks: int) -> LandmarkSpec:
-    """A spec built from the data alone: no flip, box-diagonal normaliser."""
-    return LandmarkSpec(f"generic-{num_landmarks}", num_landmarks, None, {}, "box_diagonal")

@@ -103,12 +103,13 @@ def _image_beside(pts: Path) -> Path | None:
     return None
 
 
-def read_pts_folder(path: str | Path, problems: Problems) -> list[Sample]:
-    """All ``*.pts`` under ``path`` (or the one file ``path``) with the image of the same stem."""
+def _files_beside_images(path: str | Path, suffix: str, read, problems: Problems) -> list[Sample]:
+    """Every ``*suffix`` annotation under ``path`` (or the one file) read with ``read``, paired with the
+    image of the same stem."""
     p = Path(path)
-    files = [p] if p.is_file() else sorted(p.rglob("*.pts"))
+    files = [p] if p.is_file() else sorted(p.rglob(f"*{suffix}"))
     if not files:
-        raise DataError(f"{p}: no .pts files found (expected iBUG annotations beside their images)")
+        raise DataError(f"{p}: no {suffix} files found (expected annotations beside their images)")
     out = []
     for f in files:
         image = _image_beside(f)
@@ -116,10 +117,15 @@ def read_pts_folder(path: str | Path, problems: Problems) -> list[Sample]:
             problems.report(f"{f}: no image with the same name ({'/'.join(IMAGE_SUFFIXES)})")
             continue
         try:
-            out.append(Sample(image, read_pts(f), where=str(f)))
+            out.append(Sample(image, read(f), where=str(f)))
         except DataError as e:
             problems.report(str(e))
     return out
+
+
+def read_pts_folder(path: str | Path, problems: Problems) -> list[Sample]:
+    """All iBUG ``*.pts`` under ``path`` (or the one file ``path``) with the image of the same stem."""
+    return _files_beside_images(path, ".pts", read_pts, problems)
 
 
 MTFL_ATTRIBUTES = {"gender": 2, "smile": 2, "glasses": 2, "pose": 5}  # 1-based in the file
@@ -265,22 +271,8 @@ def read_ljson(path: str | Path) -> np.ndarray:
 
 
 def read_ljson_folder(path: str | Path, problems: Problems) -> list[Sample]:
-    """All ``*.ljson`` under ``path`` (or the one file) with the image of the same stem."""
-    p = Path(path)
-    files = [p] if p.is_file() else sorted(p.rglob("*.ljson"))
-    if not files:
-        raise DataError(f"{p}: no .ljson files found")
-    out = []
-    for f in files:
-        image = _image_beside(f)
-        if image is None:
-            problems.report(f"{f}: no image with the same name ({'/'.join(IMAGE_SUFFIXES)})")
-            continue
-        try:
-            out.append(Sample(image, read_ljson(f), where=str(f)))
-        except DataError as e:
-            problems.report(str(e))
-    return out
+    """All menpo ``*.ljson`` under ``path`` (or the one file) with the image of the same stem."""
+    return _files_beside_images(path, ".ljson", read_ljson, problems)
 
 
 def read_coco(path: str | Path, problems: Problems) -> list[Sample]:
