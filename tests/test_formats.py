@@ -132,7 +132,8 @@ def evaluate(ckpt: Path, data: Path, out: Path, *extra: str) -> int:
 
 def test_evaluate_on_files_and_skip_bad(tmp_path, checkpoint3, capsys):
     folder = make_folder(tmp_path)
-    assert evaluate(checkpoint3, folder, tmp_path / "ok.json") == 0
+    assert evaluate(checkpoint3, folder, tmp_path / "ok.json", "--ced", str(tmp_path / "ced.png")) == 0
+    assert (tmp_path / "ced.png").stat().st_size > 5_000
     m = json.loads((tmp_path / "ok.json").read_text())
     assert m["n_images"] == 4 and m["normalizer"] == "box_diagonal" and len(m["per_landmark_error_px"]) == 3
     (folder / "f2.pts").write_text("version: 1\nn_points: 2\n{\n1 2\n3 4\n}\n")  # wrong number of points
@@ -272,6 +273,7 @@ def test_evaluate_on_helen_test_with_interocular_nme(tmp_path):
     m = json.loads((tmp_path / "r.json").read_text())
     assert m["n_images"] == 330 and m["normalizer"] == "interocular" and len(m["per_landmark_error_px"]) == 68
     assert 0 < m["nme"] < 200 and 0 <= m["auc@0.08"] <= 1 and 0 <= m["failure_rate@0.08"] <= 1
+    assert len(m["per_image_nme"]) == 330
 
 
 def test_csv_columns_in_any_order_with_named_classes(tmp_path):

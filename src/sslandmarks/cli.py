@@ -45,12 +45,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sslandmarks.evaluate import evaluate_checkpoint
     from sslandmarks.outputs import ensure_writable_file, write_json
 
-    ensure_writable_file(args.out)  # fail on an unwritable --out before any work
+    for path in filter(None, (args.out, args.ced)):  # fail on an unwritable output before any work
+        ensure_writable_file(path)
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.format, args.skip_bad)
     if metrics.get("skipped"):
         print(f"skipped {len(metrics['skipped'])} bad sample(s), listed under 'skipped' in {args.out}; "
               f"first: {metrics['skipped'][0]}", file=sys.stderr)
     write_json(metrics, args.out)
+    if args.ced:
+        from sslandmarks.viz import ced_plot
+
+        ced_plot({Path(args.checkpoint).stem: metrics["per_image_nme"]}, metrics["normalizer"], args.ced)
     print(
         f"{metrics['n_images']} images: mean error {metrics['mean_error_px']:.3f} px, "
         f"NME {metrics['nme']:.2f} % of {metrics['normalizer']}; wrote {args.out}"
@@ -146,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--skip-bad", action="store_true", help="skip bad samples and list them instead of stopping")
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of a synthetic dataset")
     e.add_argument("--out", required=True, help="JSON file to write")
+    e.add_argument("--ced", help="also draw the cumulative error distribution (per-image NME) to this PNG")
 
     r = sub.add_parser("predict", help="predict landmarks on image files",
                        description="Resize each image to the model input, predict, and write predictions.json "

@@ -91,6 +91,7 @@ def landmark_metrics(pred: Tensor, gt: Tensor, size: tuple[int, int], normalizer
         "normalizer": normalizer,
     }
     valid = per_image[~torch.isnan(per_image)]
+    out["per_image_nme"] = [float(v) for v in 100.0 * per_image]
     if len(valid):
         for t in (0.08, 0.10):
             auc, fr = auc_failure(valid, t)

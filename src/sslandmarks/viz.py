@@ -121,6 +121,27 @@ def shapes_figure(model: nn.Module, data: LandmarkData, path: str | Path, n: int
     plt.close(fig)
 
 
+def ced_plot(curves: dict[str, list[float]], normalizer: str, path: str | Path, limit: float = 10.0) -> None:
+    """Cumulative error distribution: share of images with NME (percent) at most x, one line per name."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, nme in curves.items():
+        x = np.sort(np.asarray([v for v in nme if v == v], dtype=float))
+        ax.step(x, np.arange(1, len(x) + 1) / max(len(x), 1), where="post", label=name)
+    for t in (8.0, 10.0):
+        ax.axvline(t, color="grey", lw=0.7, ls=":")
+    ax.set_xlim(0, limit)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(f"NME (% of {normalizer})")
+    ax.set_ylabel("share of images")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def table_plot(results: list[dict], table, path: str | Path) -> None:
     """Metric vs labelled fraction (log x): ours solid with std bars, the paper's dashed in the same colour."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
