@@ -89,7 +89,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         run_shapes_figure3(args.out, quick=args.quick, extra=args.set, progress=not args.quiet)
         print((Path(args.out) / "figure3.md").read_text())
         return 0
-    run_table(args.table, args.out, seeds=args.seeds, quick=args.quick, extra=args.set, progress=not args.quiet)
+    run_table(args.table, args.out, seeds=args.seeds, quick=args.quick, extra=args.set, progress=not args.quiet,
+              jobs=args.jobs)
     print((Path(args.out) / "table.md").read_text())
     print(f"wrote {args.out}/table.csv, table.md, plot.png")
     return 0
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5, as in the paper)")
     x.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole grid, not a result")
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value in every cell")
+    x.add_argument("--jobs", type=int, default=1, help="cells trained at once in worker processes (GPU: 4-16)")
     x.add_argument("--quiet", action="store_true")
     return p
 

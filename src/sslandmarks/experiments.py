@@ -123,34 +123,66 @@ def _slug(name: str) -> str:
     return name.replace(" (", "_").replace(")", "").replace("+", "-")
 
 
-def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, extra: list[str] | None = None,
-              progress: bool = True) -> list[dict]:
-    """Run (or finish) every cell of table ``name`` into ``out`` and write the aggregate files."""
-    from tqdm import tqdm
+_SPLITS: dict[tuple, object] = {}  # generated datasets, shared by the cells a process runs
 
+
+def _run_cell(table_name: str, row_index: int, pct: float, seed: int, quick: bool, extra: list[str] | None,
+              run: Path, threads: int = 0) -> str:
+    """Train one cell (resuming an interrupted one); runs in this process or in a worker process."""
     from sslandmarks.data.sources import load_splits
     from sslandmarks.train import fit
+
+    if threads:
+        torch.set_num_threads(threads)
+    table = TABLES[table_name]
+    row = table.rows[row_index]
+    cfg = cell_config(table, row, pct, seed, quick, extra)
+    key = (cfg.data.name, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.seed)
+    if key not in _SPLITS:
+        _SPLITS[key] = load_splits(cfg)
+    fit(cfg, _SPLITS[key], run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
+    return f"{row.name} {pct:g}% seed {seed}"
+
+
+def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, extra: list[str] | None = None,
+              progress: bool = True, jobs: int = 1) -> list[dict]:
+    """Run (or finish) every cell of table ``name`` into ``out`` and write the aggregate files.
+
+    ``jobs > 1`` trains that many cells at once in worker processes (the models are small: one run
+    alone leaves a GPU, or a many-core CPU, mostly idle)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm import tqdm
 
     if name not in TABLES:
         raise UserError(f"unknown table {name!r}: use one of {', '.join(TABLES)}")
     if not 1 <= seeds <= 100:
         raise UserError(f"--seeds {seeds}: give a number of seeds between 1 and 100")
+    if not 1 <= jobs <= 64:
+        raise UserError(f"--jobs {jobs}: give a number of parallel runs between 1 and 64")
     parse_overrides(extra)  # validate --set early
+    cell_config(TABLES[name], TABLES[name].rows[0], 100.0, 0, quick, extra)  # bad keys fail before any run
     table, out = TABLES[name], Path(out)
-    todo = cells(table, seeds)
     t0 = time.time()
-    splits_cache: dict[tuple, object] = {}
-    bar = tqdm(todo, desc=name, unit="run", disable=not progress)
-    for row, pct, seed in bar:
+    todo = []
+    for row, pct, seed in cells(table, seeds):
         run = out / "runs" / _slug(row.name) / f"{pct:g}pct-seed{seed}"
-        if (run / "metrics.json").is_file():
-            continue
-        cfg = cell_config(table, row, pct, seed, quick, extra)
-        key = (cfg.data.name, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.seed)
-        if key not in splits_cache:
-            splits_cache[key] = load_splits(cfg)
-        bar.set_postfix_str(f"{row.name} {pct:g}% seed {seed}")
-        fit(cfg, splits_cache[key], run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
+        if not (run / "metrics.json").is_file():
+            todo.append((name, table.rows.index(row), pct, seed, quick, extra, run))
+    bar = tqdm(total=len(todo), desc=name, unit="run", disable=not progress)
+    if jobs == 1:
+        for args in todo:
+            bar.set_postfix_str(_run_cell(*args))
+            bar.update()
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in as_completed([pool.submit(_run_cell, *args, threads) for args in todo]):
+                bar.set_postfix_str(done.result())
+                bar.update()
+    bar.close()
     results = collect(table, out, seeds)
     write_outputs(table, results, out, seeds, quick, time.time() - t0)
     return results
