@@ -47,8 +47,17 @@ def test_parallel_jobs_give_the_same_table_as_one_process(tmp_path):
     float reduction order: a worker uses 1 thread where the sequential run uses 2)."""
     sets = [a for s in TINY for a in ("--set", s)]
     assert main(["reproduce", "blocks-table1", "--out", str(tmp_path / "one"), "--seeds", "1", "--quiet", *sets]) == 0
-    assert main(["reproduce", "blocks-table1", "--out", str(tmp_path / "two"), "--seeds", "1", "--quiet", "--jobs", "2",
-                 *sets]) == 0
+    # through `python -m` (the spawned workers must not rerun the command line)
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    r = subprocess.run([sys.executable, "-m", "sslandmarks", "reproduce", "blocks-table1", "--out",
+                        str(tmp_path / "two"), "--seeds", "1", "--quiet", "--jobs", "2", *sets],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
     one = [float(r["error_mean"]) for r in csv.DictReader(open(tmp_path / "one" / "table.csv"))]
     two = [float(r["error_mean"]) for r in csv.DictReader(open(tmp_path / "two" / "table.csv"))]
     assert two == pytest.approx(one, abs=1e-3)

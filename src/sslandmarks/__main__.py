@@ -2,4 +2,5 @@
 
 from sslandmarks.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not under multiprocessing's spawn, which imports this module as __mp_main__
+    raise SystemExit(main())
