@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	-$(BIN)/pip install --quiet -c constraints.txt -e '.[onnx]'
+	-$(BIN)/pip install --quiet -c constraints.txt -e '.[detect]'
 	touch $(STAMP)
 
 demo: setup

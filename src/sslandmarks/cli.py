@@ -155,10 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ced", help="also draw the cumulative error distribution (per-image NME) to this PNG")
 
     r = sub.add_parser("predict", help="predict landmarks on image files",
-                       description="Resize each image to the model input, predict, and write predictions.json "
-                       "(landmarks in image pixels) and one overlay PNG per image.")
+                       description="Face models (trained on crops) find faces with dlib's HOG detector (the "
+                       "'detect' extra) and predict on each; whole-image models see the image resized. Writes "
+                       "predictions.json (landmarks in image pixels) and one overlay PNG per image.")
     r.add_argument("--checkpoint", required=True)
-    r.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    r.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
     r.add_argument("--out", required=True, help="output folder")
 
     d = sub.add_parser("demo", help="Seq-MT (L) vs (L+ELT+A) on Blocks with 5 %% labelled landmarks",

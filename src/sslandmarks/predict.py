@@ -1,15 +1,27 @@
-"""Landmarks on image files: resize to the model input, predict, map back to image pixels."""
+"""Landmarks on ordinary image files.
+
+A model trained on crops around faces (``data.name: files``) first needs the faces found: dlib's HOG
+detector (the optional ``detect`` extra, ``pip install 'sslandmarks[detect]'``) gives boxes, each mapped
+to the crop the model was trained on, and the predictions are mapped back to photo pixels. A model
+trained on whole images (Shapes, Blocks) sees the whole image, resized.
+"""
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from sslandmarks.data.formats import IMAGE_SUFFIXES
 from sslandmarks.errors import UserError
+
+# dlib box -> our landmark box, measured on the 1,157 AFW + HELEN-train faces of ../shared/data/300w-partial
+# where dlib's HOG detector found the face (of 1,207): landmark-box centre = box centre + (0.007, 0.085) *
+# box side; landmark-box side = 0.994 * box side (std 0.09, 0.05, 0.09).
+DLIB_TO_LANDMARK_BOX = (0.007, 0.085, 0.994)
 
 
 def read_image(path: str | Path, channels: int) -> np.ndarray:
@@ -26,36 +38,91 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
-def predict_files(checkpoint: str | Path, images: list[str], out: str | Path) -> int:
-    """Write ``out/predictions.json`` (``{file: {"landmarks": [[x, y], ...], "attributes": {...}}}``)
-    and ``out/<stem>_landmarks.png`` per image. Returns the number of images."""
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files as given, folders as the images inside them (sorted)."""
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def detect_faces(rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Face boxes ``(left, top, right, bottom)`` from dlib's HOG detector, largest first."""
+    try:
+        import dlib
+    except ImportError:
+        raise UserError("this model works on face crops and needs a face detector: "
+                        "pip install 'sslandmarks[detect]' (dlib-bin)") from None
+    detector = detect_faces.__dict__.setdefault("detector", dlib.get_frontal_face_detector())
+    boxes = [(d.left(), d.top(), d.right(), d.bottom()) for d in detector(rgb, 1)]
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]))
+
+
+def box_to_crop(box: tuple[int, int, int, int], size: tuple[int, int], margin: float) -> torch.Tensor:
+    """3x3 photo -> input transform for a detector box, matching the landmark-box crops of training."""
+    from sslandmarks.data.files import crop_transform
+
+    dx, dy, ds = DLIB_TO_LANDMARK_BOX
+    side = box[2] - box[0]
+    c = np.array([(box[0] + box[2]) / 2 + dx * side, (box[1] + box[3]) / 2 + dy * side])
+    corners = np.stack([c - ds * side / 2, c + ds * side / 2])
+    return torch.from_numpy(crop_transform(corners, size, margin)).float()
+
+
+def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, progress: bool = True) -> int:
+    """Write ``out/predictions.json`` (``{file: {"faces": [{"box", "landmarks", "attributes"}]}}``, landmarks
+    in photo pixels) and ``out/<stem>_landmarks.png`` per image. Returns the number of images."""
     from tqdm import tqdm
 
     from sslandmarks.checkpoint import model_from_checkpoint
+    from sslandmarks.geometry import apply_points, invert, warp_images
+    from sslandmarks.outputs import ensure_writable_dir, write_json
     from sslandmarks.train import to_input
     from sslandmarks.viz import prediction_grid
 
     model, cfg = model_from_checkpoint(checkpoint)
-    arrays = [read_image(p, cfg.model.in_channels) for p in images]  # validate everything first
+    paths = expand_inputs(images)
+    arrays = [read_image(p, 3) for p in paths]  # validate everything before writing anything
+    ensure_writable_dir(out)
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {str(out)!r} ({e.strerror})") from None
-    h, w = cfg.model.input_size
+    crops = cfg.data.name == "files"
+    size = cfg.model.input_size
     results = {}
-    for path, arr in tqdm(list(zip(images, arrays)), desc="predict", disable=len(images) < 5):
-        src_h, src_w = arr.shape[:2]
-        pil = Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr)
-        small = np.asarray(pil.resize((w, h), Image.BILINEAR))
-        x = torch.from_numpy(small.reshape(h, w, -1).copy()).permute(2, 0, 1)[None]
-        with torch.no_grad():
-            res = model(to_input(x))
-        scale = torch.tensor([src_w / w, src_h / h])
-        lm = (res.landmarks[0] + 0.5) * scale - 0.5  # input pixels -> image pixels (coords.py convention)
-        attrs = {k: int(v[0].argmax()) if v.shape[-1] > 1 else float(v[0, 0]) for k, v in res.attributes.items()}
-        results[str(path)] = {"landmarks": lm.tolist(), "attributes": attrs}
-        img = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
-        prediction_grid(img, None, {"prediction": lm[None]}, out / f"{Path(path).stem}_landmarks.png", cols=1)
-    (out / "predictions.json").write_text(json.dumps(results, indent=2))
+    for path, rgb in tqdm(list(zip(paths, arrays)), desc="predict", disable=not progress or len(paths) < 5):
+        h, w = rgb.shape[:2]
+        if crops:
+            boxes = detect_faces(rgb)
+            if not boxes:
+                print(f"{path}: no face found", file=sys.stderr)
+            transforms = [box_to_crop(b, size, cfg.data.crop_margin) for b in boxes]
+        else:  # the whole image, resized to the input
+            boxes = [(0, 0, w, h)]
+            t = torch.eye(3)
+            t[0, 0], t[1, 1] = size[1] / w, size[0] / h
+            t[:2, 2] = torch.tensor([size[1] / w, size[0] / h]) * 0.5 - 0.5
+            transforms = [t]
+        img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float()
+        if cfg.model.in_channels == 1:
+            img = (img * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
+        faces = []
+        for box, t in zip(boxes, transforms):
+            x = warp_images(img, t[None], out_size=size)
+            with torch.no_grad():
+                res = model(to_input(x / 255.0))
+            lm = apply_points(invert(t[None]), res.landmarks)[0]
+            attrs = {k: int(v[0].argmax()) if v.shape[-1] > 1 else float(v[0, 0]) for k, v in res.attributes.items()}
+            faces.append({"box": list(box), "landmarks": lm.tolist(), "attributes": attrs})
+        results[str(path)] = {"faces": faces}
+        if faces:
+            lms = {f"face {i + 1}": torch.tensor(f["landmarks"])[None] for i, f in enumerate(faces)}
+            prediction_grid(img.to(torch.uint8) if img.shape[1] == 3 else img, None, lms,
+                            out / f"{path.stem}_landmarks.png", cols=1)
+    write_json(results, out / "predictions.json")
     return len(results)
