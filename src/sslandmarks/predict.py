@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from sslandmarks.data.formats import IMAGE_SUFFIXES
 from sslandmarks.errors import UserError
 
-# dlib box -> our landmark box, measured on the 1,157 AFW + HELEN-train faces of ../shared/data/300w-partial
+# dlib box -> our landmark box, measured by scripts/calibrate_dlib_box.py on the 1,157 AFW + HELEN-train faces
 # where dlib's HOG detector found the face (of 1,207): landmark-box centre = box centre + (0.007, 0.085) *
 # box side; landmark-box side = 0.994 * box side (std 0.09, 0.05, 0.09).
 DLIB_TO_LANDMARK_BOX = (0.007, 0.085, 0.994)
