@@ -55,5 +55,6 @@ for name, p in preds.items():
     m = landmark_metrics(torch.tensor(np.stack(p)), gt, (0, 0), "interocular", SPECS["300w-68"])
     mp = landmark_metrics(torch.tensor(np.stack(p)), gt, (0, 0), "interpupil", SPECS["300w-68"])
     print(f"  {name:<9} NME inter-ocular {m['nme']:.2f} %, inter-pupil {mp['nme']:.2f} %, "
-          f"AUC@0.08 {m['auc@0.08']:.3f}, FR@0.08 {m['failure_rate@0.08']:.3f} (over {m['n_images']} faces)")
+          f"AUC@0.08 {m['auc@0.08']:.3f}, FR@0.08 {m['failure_rate@0.08']:.3f} "
+          f"(over {int((~np.isnan(np.stack(p))).all(axis=(1, 2)).sum())} faces)")
 print(f"  shape predictor alone: {1000 * seconds / len(samples):.2f} ms per face on this CPU")
