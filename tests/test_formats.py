@@ -309,3 +309,25 @@ def test_hgr1_loads_through_the_csv_reader_with_subject_splits():
     assert (len(splits.train), len(splits.val), len(splits.test)) == (451, 126, 126)
     assert splits.train.landmarks.shape[1:] == (21, 2) and splits.train.images.shape[1:] == (1, 64, 64)
     assert splits.test.attributes["gesture"].min() >= 0 and splits.test.attributes["gesture"].max() < 27
+
+
+@requires_shared_data
+def test_mtfl_test_list_loads_with_four_attribute_heads():
+    import os
+
+    from sslandmarks.config import load_config
+    from sslandmarks.data.sources import read_files
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "mtfl.yaml")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        data = read_files(cfg.data.test_path, cfg, Problems())
+    finally:
+        os.chdir(cwd)
+    assert len(data) == 2931 and data.images.shape[1:] == (1, 64, 64) and data.landmarks.shape[1:] == (5, 2)
+    assert set(data.attributes) == {"gender", "smile", "glasses", "pose"}
+    assert data.attributes["pose"].max() == 4 and data.attributes["gender"].max() == 1
+    # the crop keeps every landmark inside the input
+    assert (data.landmarks >= 0).all() and (data.landmarks <= 63).all()
