@@ -331,3 +331,21 @@ def test_mtfl_test_list_loads_with_four_attribute_heads():
     assert data.attributes["pose"].max() == 4 and data.attributes["gender"].max() == 1
     # the crop keeps every landmark inside the input
     assert (data.landmarks >= 0).all() and (data.landmarks <= 63).all()
+
+
+def test_large_downscale_is_antialiased_and_keeps_landmarks_on_their_spot():
+    import torch
+
+    from sslandmarks.data.files import crop_image
+
+    # a fine checkerboard (1-pixel squares) averages to mid-grey; a bright disk marks the landmark
+    yy, xx = np.mgrid[0:800, 0:800]
+    arr = (((xx + yy) % 2) * 255).astype(np.uint8)
+    arr[(xx - 600.0) ** 2 + (yy - 200.0) ** 2 < 30**2] = 255
+    pts = np.array([[200.0, 200.0], [600.0, 200.0], [400.0, 600.0]])
+    t = torch.from_numpy(crop_transform(pts, (32, 32), 0.25)).float()
+    out = crop_image(arr[:, :, None], t, (32, 32))[0, 0].float()
+    lm = (t[:2, :2] @ torch.tensor([600.0, 200.0]) + t[:2, 2]).round().long()
+    assert out[lm[1], lm[0]] > 240  # the disk
+    background = out[24:, :8]
+    assert (background - 127.5).abs().max() < 20  # mid-grey, not an aliased pattern

@@ -82,7 +82,8 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
     from tqdm import tqdm
 
     from sslandmarks.checkpoint import model_from_checkpoint
-    from sslandmarks.geometry import apply_points, invert, warp_images
+    from sslandmarks.data.files import crop_image
+    from sslandmarks.geometry import apply_points, invert
     from sslandmarks.outputs import ensure_writable_dir, write_json
     from sslandmarks.train import to_input
     from sslandmarks.viz import prediction_grid
@@ -108,21 +109,18 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
             t[0, 0], t[1, 1] = size[1] / w, size[0] / h
             t[:2, 2] = torch.tensor([size[1] / w, size[0] / h]) * 0.5 - 0.5
             transforms = [t]
-        img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float()
-        if cfg.model.in_channels == 1:
-            img = (img * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
+        arr = rgb if cfg.model.in_channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
         faces = []
         for box, t in zip(boxes, transforms):
-            x = warp_images(img, t[None], out_size=size)
-            with torch.no_grad():
-                res = model(to_input(x / 255.0))
+            with torch.no_grad():  # the same antialiased crop as in training
+                res = model(to_input(crop_image(arr, t, size)))
             lm = apply_points(invert(t[None]), res.landmarks)[0]
             attrs = {k: int(v[0].argmax()) if v.shape[-1] > 1 else float(v[0, 0]) for k, v in res.attributes.items()}
             faces.append({"box": list(box), "landmarks": lm.tolist(), "attributes": attrs})
         results[str(path)] = {"faces": faces}
         if faces:
             lms = {f"face {i + 1}": torch.tensor(f["landmarks"])[None] for i, f in enumerate(faces)}
-            prediction_grid(img.to(torch.uint8) if img.shape[1] == 3 else img, None, lms,
-                            out / f"{path.stem}_landmarks.png", cols=1)
+            img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
+            prediction_grid(img, None, lms, out / f"{path.stem}_landmarks.png", cols=1)
     write_json(results, out / "predictions.json")
     return len(results)

@@ -48,6 +48,22 @@ def crop_transform(landmarks: np.ndarray, size: tuple[int, int], margin: float) 
     return t
 
 
+def crop_image(arr: np.ndarray, t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resample ``arr (H, W, C)`` uint8 by ``t`` into ``(1, C, *size)`` uint8.
+
+    Bilinear sampling aliases when it shrinks by more than 2x, so the image is first box-averaged by
+    the integer factor ``k`` that leaves a scale in (0.5, 1]; reduced pixel ``i`` covers original pixels
+    ``k i .. k i + k - 1``, centred at ``k i + (k - 1) / 2``, and ``t`` is composed with that map."""
+    k = max(1, int(1.0 / float(t[0, 0])))
+    if k > 1:
+        im = Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).reduce(k)
+        arr = np.asarray(im).reshape(im.size[1], im.size[0], -1)
+        reduced_to_original = torch.tensor([[k, 0.0, (k - 1) / 2], [0.0, k, (k - 1) / 2], [0.0, 0.0, 1.0]])
+        t = t @ reduced_to_original
+    img = torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None]
+    return warp_images(img, t[None], out_size=size).round().clamp(0, 255).to(torch.uint8)
+
+
 def _class_indices(s: Sample, heads: set[str], names: dict[str, tuple[str, ...]], problems: Problems):
     """Attributes with class names replaced by their indices; None (reported) for an unknown name."""
     out = {}
@@ -102,8 +118,7 @@ def load_cropped(
             problems.report(f"{s.where}: landmarks lie far outside the {w}x{h} image (wrong format or scale?)")
             continue
         t = torch.from_numpy(crop_transform(s.landmarks, size, margin)).float()
-        img = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
-        images.append(warp_images(img, t[None], out_size=size).round().clamp(0, 255).to(torch.uint8))
+        images.append(crop_image(arr, t, size))
         pts = torch.from_numpy(s.landmarks).float()
         lms.append(pts @ t[:2, :2].T + t[:2, 2])
         transforms.append(t)
