@@ -6,7 +6,6 @@ Unknown keys are rejected with the list of valid ones; every error is a :class:`
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,8 +168,6 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if len(value) != len(args):
             raise UserError(f"config key {path!r} needs {len(args)} values, got {value!r}")
         return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin in (typing.Union, types.UnionType):
-        return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):

@@ -44,6 +44,16 @@ def pixel_to_normalized_matrix(height: int, width: int, device=None, dtype=torch
     )
 
 
+def to_unit(points: Tensor, size_wh: Tensor) -> Tensor:
+    """``(..., 2)`` pixels -> ``[-1, 1]`` with the image edges at -1 and +1 (``size_wh = (W, H)``)."""
+    return 2 * (points + 0.5) / size_wh - 1
+
+
+def from_unit(u: Tensor, size_wh: Tensor) -> Tensor:
+    """Inverse of :func:`to_unit`."""
+    return (u + 1) * size_wh / 2 - 0.5
+
+
 def inside_image(points: Tensor, height: int, width: int, margin: float = 0.0) -> Tensor:
     """``(..., 2) -> (...)`` bool: the point lies within the image span, shrunk by ``margin`` pixels."""
     x, y = points[..., 0], points[..., 1]

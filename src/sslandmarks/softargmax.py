@@ -35,6 +35,13 @@ def soft_argmax(heatmaps: Tensor, beta: float = 1.0) -> tuple[Tensor, Tensor]:
     return torch.stack([x, y], dim=-1), probs
 
 
+def hard_argmax(heatmaps: Tensor) -> Tensor:
+    """``(B, K, H, W) -> (B, K, 2)``: the ``(x, y)`` pixel of each map's maximum (not differentiable)."""
+    w = heatmaps.shape[-1]
+    idx = heatmaps.detach().flatten(2).argmax(-1)
+    return torch.stack([(idx % w).float(), torch.div(idx, w, rounding_mode="floor").float()], -1)
+
+
 class SoftArgmax(nn.Module):
     """Module wrapper of :func:`soft_argmax` with a fixed temperature ``beta``."""
 

@@ -40,10 +40,9 @@ class NonFiniteLoss(FloatingPointError):
     """Training produced NaN or inf; the last good state was saved before raising."""
 
 
-def to_input(images: Tensor, channels_last: bool = False) -> Tensor:
-    """uint8 ``(B, C, H, W)`` -> float in ``[0, 1]`` (optionally channels-last)."""
-    x = images.float().div_(255.0) if not images.is_floating_point() else images
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def to_input(images: Tensor) -> Tensor:
+    """uint8 ``(B, C, H, W)`` -> float in ``[0, 1]`` (float input is passed through)."""
+    return images.float().div_(255.0) if not images.is_floating_point() else images
 
 
 def compute_losses(

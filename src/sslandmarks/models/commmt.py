@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from sslandmarks.config import ModelConfig
+from sslandmarks.coords import from_unit
 from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
 
 
@@ -44,7 +45,7 @@ class CommMT(nn.Module):
         z = self.shared(self.features(images))
         # regress coordinates in [-1, 1]-normalised units, returned in input pixels
         u = self.landmark_head(z).float().reshape(-1, self.k, 2)
-        landmarks = (u + 1) * self.size / 2 - 0.5
+        landmarks = from_unit(u, self.size)
         heatmaps = landmarks.new_zeros(landmarks.shape[0], self.k, 1, 1)
         return ModelOutput(heatmaps, landmarks, {name: head(z) for name, head in self.heads.items()})
 

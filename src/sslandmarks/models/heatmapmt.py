@@ -8,11 +8,11 @@ branch pools the pre-softmax maps: four (2x2 pool, conv) stages, then the FC lay
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from sslandmarks.config import ModelConfig
 from sslandmarks.models.common import ModelOutput, conv_block, full_resolution_maps, head_outputs, mlp
+from sslandmarks.softargmax import hard_argmax
 
 
 class HeatmapMT(nn.Module):
@@ -35,9 +35,7 @@ class HeatmapMT(nn.Module):
 
     def forward(self, images: Tensor) -> ModelOutput:
         heatmaps = self.localizer(images)
-        b, k, h, w = heatmaps.shape
-        idx = heatmaps.detach().flatten(2).argmax(-1)
-        landmarks = torch.stack([(idx % w).float(), torch.div(idx, w, rounding_mode="floor").float()], -1)
+        landmarks = hard_argmax(heatmaps)
         z = self.branch(heatmaps) if self.heads else None
         return ModelOutput(heatmaps, landmarks, {name: head(z) for name, head in self.heads.items()})
 

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslandmarks.config import ModelConfig
+from sslandmarks.coords import to_unit
 from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
-from sslandmarks.softargmax import soft_argmax
+from sslandmarks.softargmax import hard_argmax, soft_argmax
 
 
 class RCN(nn.Module):
@@ -55,13 +56,8 @@ class RCN(nn.Module):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = conv(torch.cat([x, skip], dim=1))
         heatmaps = self.maps(x)
-        if self.plus:
-            landmarks, _ = soft_argmax(heatmaps, self.beta)
-        else:
-            idx = heatmaps.detach().flatten(2).argmax(-1)
-            w = heatmaps.shape[-1]
-            landmarks = torch.stack([(idx % w).float(), torch.div(idx, w, rounding_mode="floor").float()], -1)
-        z = (2 * (landmarks + 0.5) / self.size - 1).flatten(1)
+        landmarks = soft_argmax(heatmaps, self.beta)[0] if self.plus else hard_argmax(heatmaps)
+        z = to_unit(landmarks, self.size).flatten(1)
         return ModelOutput(heatmaps, landmarks, {name: head(z) for name, head in self.heads.items()})
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from sslandmarks.config import ModelConfig
+from sslandmarks.coords import to_unit
 from sslandmarks.models.common import ModelOutput, full_resolution_maps, head_outputs, mlp
 from sslandmarks.softargmax import soft_argmax
 
@@ -31,7 +32,7 @@ class SeqMT(nn.Module):
         heatmaps = self.localizer(images)
         landmarks, _ = soft_argmax(heatmaps, self.beta)
         # The MLP reads coordinates scaled to [-1, 1] (a fixed affine map of the pixel coordinates).
-        z = (2 * (landmarks + 0.5) / self.size - 1).flatten(1)
+        z = to_unit(landmarks, self.size).flatten(1)
         attributes = {name: head(z) for name, head in self.heads.items()}
         return ModelOutput(heatmaps, landmarks, attributes)
 
