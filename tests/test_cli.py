@@ -96,6 +96,8 @@ def test_resume_refuses_a_missing_run_and_train_refuses_to_overwrite(tmp_path, t
         (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "model.name=nope"], "model.name='nope'"),
         (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.labelled_pct=0"], "outside (0, 100]"),
         (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.labelled_pct=101"], "outside (0, 100]"),
+        (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.augment_flip=0.5"], "flip permutation"),
+        (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.augment_flip=2"], "is a probability"),
         (["train", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "does not exist"),
         (["train", "--config", BLOCKS, "--out", "/proc/forbidden/run"], "cannot write"),
         (["evaluate", "--checkpoint", "{tmp}/none.ckpt", "--out", "{tmp}/e.json"], "does not exist"),

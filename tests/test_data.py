@@ -73,3 +73,22 @@ def test_index_stream_covers_each_pass_and_is_a_function_of_step():
     small = IndexStream(torch.arange(3), batch=8, seed=0)  # fewer images than the batch: repeats
     assert len(small.batch_at(0)) == 8
     assert len(IndexStream(torch.arange(0), 4, 0).batch_at(0)) == 0
+
+
+def test_mirror_augmentation_renumbers_landmarks_by_the_flip_permutation():
+    """A mirrored face's left eye corner is its right one: landmark k lands on the slot flip[k], at the
+    mirrored position, and the pixels under it move with it."""
+    from sslandmarks.data.augment import augment
+    from sslandmarks.data.dataset import LandmarkData
+    from sslandmarks.geometry import AffineRanges, sample_affine
+
+    images = torch.zeros(2, 1, 20, 20, dtype=torch.uint8)
+    images[:, 0, 5, 3] = 255  # the bright pixel under landmark 0
+    lms = torch.tensor([[[3.0, 5.0], [15.0, 5.0], [9.0, 12.0]]]).repeat(2, 1, 1)
+    t, flipped = sample_affine(2, AffineRanges(flip=1.0), (20, 20))
+    flipped[1] = False
+    t[1] = torch.eye(3)
+    out = augment(LandmarkData(images, lms), t, flipped, flip_perm=(1, 0, 2))
+    assert torch.allclose(out.landmarks[0], torch.tensor([[4.0, 5.0], [16.0, 5.0], [10.0, 12.0]]), atol=1e-4)
+    assert torch.equal(out.landmarks[1], lms[1])  # unflipped sample untouched
+    assert out.images[0, 0, 5, 16] == 255  # old landmark 0's pixel, now under the renumbered landmark 1

@@ -85,3 +85,59 @@ def test_shapes_figure3_quick(tmp_path):
     md = (tmp_path / "figure3.md").read_text()
     assert "class accuracy" in md and "landmark consistency" in md
     assert (tmp_path / "figure3.png").stat().st_size > 10_000
+
+
+def _hand_manifest(root) -> str:
+    """36 generated 'photos' (3 per subject id01-id12) with 21 points and a gesture each, in HGR1's columns."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    lines = ["image,gesture,subject,score," + ",".join(f"x{k},y{k}" for k in range(21))]
+    for s in range(1, 13):
+        for j in range(3):
+            img = (rng.random((48, 56)) * 80).astype(np.uint8)
+            pts = rng.uniform(10, 40, size=(21, 2))
+            for x, y in pts.astype(int):
+                img[y - 1:y + 2, x - 1:x + 2] = 255
+            name = f"{s}_{j}.png"
+            Image.fromarray(img).save(root / name)
+            lines.append(f"{name},{'AB'[j % 2]},id{s:02d},0.9," + ",".join(f"{v:.2f}" for v in pts.flatten()))
+    (root / "hands.csv").write_text("\n".join(lines) + "\n")
+    return str(root / "hands.csv")
+
+
+def test_hgr1_table_with_generated_hands(tmp_path):
+    """The HGR1 runner end to end on a generated manifest: NME by palm width, the gesture-accuracy table
+    (rows with A only, the paper's Table S3 beside), the Fig. 7-like comparison, and row/column selection."""
+    from sslandmarks.experiments import HGR1_TABLE2
+
+    manifest = _hand_manifest(tmp_path)
+    sets = [f"data.{k}_path=[{manifest}]" for k in ("train", "val", "test")] + [
+        "model.input_size=[16,16]", "model.width=2", "model.depth=2", "model.kernel=3", "model.pointwise=[2]",
+        "model.mlp_hidden=[8]", "train.batch_labelled=2", "train.batch_unlabelled=2", "train.steps=2",
+        "train.eval_every=2", "train.log_every=2", "train.checkpoint_every=2"]
+    args = ["reproduce", "hgr1", "--out", str(tmp_path / "out"), "--seeds", "1", "--quiet",
+            *[a for s in sets for a in ("--set", s)]]
+    assert main([*args, "--fractions", "5", "50", "--models", "Seq-MT (L)", "Seq-MT (L+ELT+A)"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out" / "table.csv")))
+    assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds", "paper"]
+    ran = {(r["model"], r["labelled_pct"]) for r in rows if r["seeds"] == "1"}
+    assert ran == {("Seq-MT (L)", "5"), ("Seq-MT (L)", "50"), ("Seq-MT (L+ELT+A)", "5"), ("Seq-MT (L+ELT+A)", "50")}
+    assert len(rows) == 38 and float(next(r for r in rows if r["seeds"] == "1")["nme_mean"]) > 0
+    acc = list(csv.DictReader(open(tmp_path / "out" / "accuracy.csv")))
+    assert {r["model"] for r in acc} == {"Seq-MT (L+ELT+A)"}  # L has no gesture head to score
+    assert [r["paper"] for r in acc] == ["74.64", "79.1"] and 0 <= float(acc[0]["accuracy_mean"]) <= 100
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "MediaPipe" in md and "gesture accuracy" in md and ("(52.60)" in md or "(**52.60**)" in md)
+    assert (tmp_path / "out" / "figure.png").stat().st_size > 10_000  # L vs L+ELT+A at 5 %
+    assert HGR1_TABLE2.rows[3].paper[5.0] == 40.6 and HGR1_TABLE2.rows[5].paper_accuracy[5.0] == 60.86
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--fractions", "7"], "--fractions 7: hgr1 has the columns 5, 10, 20, 50, 100"),
+    (["--models", "Seq-MT"], "--models 'Seq-MT': hgr1 has the rows"),
+])
+def test_reproduce_selection_is_validated(tmp_path, capsys, extra, needle):
+    assert main(["reproduce", "hgr1", "--out", str(tmp_path), *extra]) == 2
+    assert needle in capsys.readouterr().err

@@ -81,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from sslandmarks.experiments import run_shapes_figure3, run_table
+    from sslandmarks.experiments import FIGURES, run_shapes_figure3, run_table
     from sslandmarks.outputs import ensure_writable_dir
 
     ensure_writable_dir(args.out)
@@ -89,10 +89,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         run_shapes_figure3(args.out, quick=args.quick, extra=args.set, progress=not args.quiet)
         print((Path(args.out) / "figure3.md").read_text())
         return 0
+    if (args.fractions or args.models) and args.table in FIGURES:
+        raise UserError(f"--fractions/--models apply to tables, not to {args.table}")
     run_table(args.table, args.out, seeds=args.seeds, quick=args.quick, extra=args.set, progress=not args.quiet,
-              jobs=args.jobs)
+              jobs=args.jobs, fractions=args.fractions, models=args.models)
     print((Path(args.out) / "table.md").read_text())
-    print(f"wrote {args.out}/table.csv, table.md, plot.png")
+    extra = [f for f in ("accuracy.csv", "figure.png") if (Path(args.out) / f).is_file()]
+    print(f"wrote {args.out}/table.csv, table.md, plot.png" + "".join(f", {f}" for f in extra))
     return 0
 
 
@@ -194,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole grid, not a result")
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value in every cell")
     x.add_argument("--jobs", type=int, default=1, help="cells trained at once in worker processes (GPU: 4-16)")
+    x.add_argument("--fractions", type=float, nargs="+", metavar="PCT",
+                   help="run only these labelled-%% columns (e.g. --fractions 5 10); the rest stay as they are")
+    x.add_argument("--models", nargs="+", metavar="ROW",
+                   help="run only these rows, named as in the table (e.g. --models 'Seq-MT (L)' 'Seq-MT (L+A)')")
     x.add_argument("--quiet", action="store_true")
     return p
 

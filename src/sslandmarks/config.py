@@ -56,6 +56,7 @@ class DataConfig:
     augment_rotation_deg: float = 0.0
     augment_scale: tuple[float, float] = (1.0, 1.0)
     augment_translate: float = 0.0
+    augment_flip: float = 0.0  # probability of a horizontal mirror (needs data.spec with a flip permutation)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ModelConfig:
     batchnorm: bool = False
     beta: float = 1.0
     levels: int = 4  # RCN: 2x2 poolings from the input to the coarsest map
+    stem_stride: int = 1  # RCN: a first conv of this stride; the heatmaps are 1/stem_stride of the input
     mlp_hidden: tuple[int, ...] = (256, 256)
     dropout: float = 0.25
     heads: tuple[HeadConfig, ...] = (HeadConfig(name="class", kind="class", classes=15),)
@@ -130,6 +132,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.labelled_pct={cfg.data.labelled_pct} is outside (0, 100]: give a percentage")
     if cfg.loss.variant not in VARIANTS:
         raise UserError(f"loss.variant={cfg.loss.variant!r} is unknown: use one of {', '.join(VARIANTS)}")
+    if not 0.0 <= cfg.data.augment_flip <= 1.0:
+        raise UserError(f"data.augment_flip={cfg.data.augment_flip} is a probability: give a value in [0, 1]")
     if cfg.loss.elt_on not in ("unlabelled", "all"):
         raise UserError(f"loss.elt_on={cfg.loss.elt_on!r}: use 'unlabelled' or 'all'")
     if cfg.train.schedule not in ("constant", "cosine"):

@@ -29,6 +29,7 @@ class Row:
     config: str  # file in configs/
     variant: str
     paper: dict[float, float] = field(default_factory=dict)  # labelled % -> the paper's figure
+    paper_accuracy: dict[float, float] = field(default_factory=dict)  # labelled % -> the paper's class accuracy
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,15 @@ class Table:
     title: str
     no_full: frozenset[str] = frozenset()  # rows without the 100 % column (ELT: no unlabelled images)
     quick: dict = field(default_factory=dict)  # overrides for --quick
+    accuracy: str | None = None  # a class head whose test accuracy is tabulated too (rows trained with A)
+    compare: tuple[str, str, float] | None = None  # two rows drawn on test images at one fraction (figure.png)
+    note: str = ""  # said under the table (e.g. where the data differ from the paper's)
 
 
-def _row(name: str, config: str, variant: str, paper: list[float | None], fractions) -> Row:
-    return Row(name, config, variant, {f: p for f, p in zip(fractions, paper) if p is not None})
+def _row(name: str, config: str, variant: str, paper: list[float | None], fractions,
+         paper_accuracy: list[float | None] = ()) -> Row:
+    return Row(name, config, variant, {f: p for f, p in zip(fractions, paper) if p is not None},
+               {f: p for f, p in zip(fractions, paper_accuracy) if p is not None})
 
 
 BLOCKS_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -69,7 +75,36 @@ BLOCKS_TABLE1 = Table(
     quick={"data": {"n_val": 300, "n_test": 600},
            "train": {"steps": 60, "eval_every": 30, "log_every": 30, "checkpoint_every": 30}},
 )
-TABLES: dict[str, Table] = {"blocks-table1": BLOCKS_TABLE1}
+HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
+HGR1_TABLE2 = Table(
+    rows=tuple(
+        _row(n, c, v, p, HGR1_FRACTIONS, a)
+        for n, c, v, p, a in [  # Table 2 (NME, % of wrist width) and Table S3 (gesture accuracy, %)
+            ("Seq-MT (L)", "hgr1.yaml", "L", [52.6, 44.7, 32.1, 22.1, 18.8], []),
+            ("Seq-MT (L+A)", "hgr1.yaml", "L+A", [50.0, 40.2, 31.4, 22.3, 18.4], [69.08, 70.14, 72.26, 77.07, 75.92]),
+            ("Seq-MT (L+ELT)", "hgr1.yaml", "L+ELT", [45.4, 32.1, 25.8, 19.6, None], []),
+            ("Seq-MT (L+ELT+A)", "hgr1.yaml", "L+ELT+A", [40.6, 32.0, 24.0, 19.8, None], [74.64, 75.01, 73.90, 79.10]),
+            ("Comm-MT (L)", "hgr1_commmt.yaml", "L", [77.1, 62.8, 52.7, 41.8, 35.7], []),
+            ("Comm-MT (L+A)", "hgr1_commmt.yaml", "L+A", [53.4, 39.3, 35.5, 26.9, 24.1], [60.86, 69.64, 69.20, 76.03, 73.42]),
+            ("Heatmap-MT (L)", "hgr1_heatmapmt.yaml", "L", [66.5, 51.9, 42.4, 30.9, 25.5], []),
+            ("Heatmap-MT (L+A)", "hgr1_heatmapmt.yaml", "L+A", [64.8, 54.9, 43.2, 30.5, 26.7],
+             [83.74, 87.86, 87.55, 90.29, 89.27]),
+        ]
+    ),
+    fractions=HGR1_FRACTIONS,
+    metric="nme",
+    unit="% of palm width",
+    title="HGR1 hands, Table 2: test NME (% of palm width, MediaPipe Hands' points) vs percentage of labelled images",
+    no_full=frozenset({"Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)"}),
+    quick={"train": {"steps": 40, "eval_every": 20, "log_every": 20, "checkpoint_every": 20}},
+    accuracy="gesture",
+    compare=("Seq-MT (L)", "Seq-MT (L+ELT+A)", 5.0),
+    note="The landmarks are **MediaPipe Hands' output (machine-made, not human annotation)**: the figures measure "
+         "agreement with MediaPipe Hands on 21 points, normalised by the palm width (points 5-17). The paper's "
+         "figures (in brackets) are on HGR1's 25 human-annotated points normalised by the wrist width, and the "
+         "paper had 898 photos where this copy has 703: compare orderings and ratios, not values.",
+)
+TABLES: dict[str, Table] = {"blocks-table1": BLOCKS_TABLE1, "hgr1": HGR1_TABLE2}
 FIGURES = ("shapes-figure3",)  # single-run reproductions
 
 
@@ -106,9 +141,13 @@ def run_shapes_figure3(out: str | Path, quick: bool = False, extra: list[str] | 
     return metrics
 
 
-def cells(table: Table, seeds: int) -> list[tuple[Row, float, int]]:
+def cells(table: Table, seeds: int, fractions=None, models=None) -> list[tuple[Row, float, int]]:
+    """The grid: every (row, fraction, seed), less the rows' missing 100 % cells; optionally only the
+    given ``fractions`` and ``models`` (row names)."""
     return [(row, pct, seed) for row in table.rows for pct in table.fractions
-            if not (pct == 100.0 and row.name in table.no_full) for seed in range(seeds)]
+            if not (pct == 100.0 and row.name in table.no_full)
+            and (fractions is None or pct in fractions) and (models is None or row.name in models)
+            for seed in range(seeds)]
 
 
 def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extra: list[str] | None = None):
@@ -123,13 +162,28 @@ def _slug(name: str) -> str:
     return name.replace(" (", "_").replace(")", "").replace("+", "-")
 
 
-_SPLITS: dict[tuple, object] = {}  # generated datasets, shared by the cells a process runs
+def cell_dir(out: Path, row: Row, pct: float, seed: int) -> Path:
+    return out / "runs" / _slug(row.name) / f"{pct:g}pct-seed{seed}"
+
+
+_SPLITS: dict[str, object] = {}  # loaded datasets, shared by the cells a process runs
+
+
+def _splits(cfg):
+    """The cell's data splits, loaded once per process for all cells with the same data and input."""
+    from sslandmarks.data.sources import load_splits
+
+    d, m = to_dict(cfg)["data"], cfg.model
+    d.pop("labelled_pct")  # applied by fit, not by loading
+    key = repr((d, m.input_size, m.in_channels, m.num_landmarks, m.heads))
+    if key not in _SPLITS:
+        _SPLITS[key] = load_splits(cfg)
+    return _SPLITS[key]
 
 
 def _run_cell(table_name: str, row_index: int, pct: float, seed: int, quick: bool, extra: list[str] | None,
               run: Path, threads: int = 0) -> str:
     """Train one cell (resuming an interrupted one); runs in this process or in a worker process."""
-    from sslandmarks.data.sources import load_splits
     from sslandmarks.train import fit
 
     if threads:
@@ -137,19 +191,18 @@ def _run_cell(table_name: str, row_index: int, pct: float, seed: int, quick: boo
     table = TABLES[table_name]
     row = table.rows[row_index]
     cfg = cell_config(table, row, pct, seed, quick, extra)
-    key = (cfg.data.name, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.data.seed)
-    if key not in _SPLITS:
-        _SPLITS[key] = load_splits(cfg)
-    fit(cfg, _SPLITS[key], run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
+    fit(cfg, _splits(cfg), run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
     return f"{row.name} {pct:g}% seed {seed}"
 
 
 def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, extra: list[str] | None = None,
-              progress: bool = True, jobs: int = 1) -> list[dict]:
+              progress: bool = True, jobs: int = 1, fractions: list[float] | None = None,
+              models: list[str] | None = None) -> list[dict]:
     """Run (or finish) every cell of table ``name`` into ``out`` and write the aggregate files.
 
-    ``jobs > 1`` trains that many cells at once in worker processes (the models are small: one run
-    alone leaves a GPU, or a many-core CPU, mostly idle)."""
+    ``fractions`` / ``models`` restrict the grid to some columns / rows (the other cells stay empty
+    unless an earlier invocation ran them). ``jobs > 1`` trains that many cells at once in worker
+    processes (the models are small: one run alone leaves a GPU, or a many-core CPU, mostly idle)."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -158,19 +211,23 @@ def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, e
 
     if name not in TABLES:
         raise UserError(f"unknown table {name!r}: use one of {', '.join(TABLES)}")
+    table, out = TABLES[name], Path(out)
     if not 1 <= seeds <= 100:
         raise UserError(f"--seeds {seeds}: give a number of seeds between 1 and 100")
     if not 1 <= jobs <= 64:
         raise UserError(f"--jobs {jobs}: give a number of parallel runs between 1 and 64")
+    for f in fractions or []:
+        if f not in table.fractions:
+            raise UserError(f"--fractions {f:g}: {name} has the columns {', '.join(f'{p:g}' for p in table.fractions)}")
+    for m in models or []:
+        if m not in [r.name for r in table.rows]:
+            raise UserError(f"--models {m!r}: {name} has the rows {', '.join(repr(r.name) for r in table.rows)}")
     parse_overrides(extra)  # validate --set early
-    cell_config(TABLES[name], TABLES[name].rows[0], 100.0, 0, quick, extra)  # bad keys fail before any run
-    table, out = TABLES[name], Path(out)
+    cell_config(table, table.rows[0], 100.0, 0, quick, extra)  # bad keys fail before any run
     t0 = time.time()
-    todo = []
-    for row, pct, seed in cells(table, seeds):
-        run = out / "runs" / _slug(row.name) / f"{pct:g}pct-seed{seed}"
-        if not (run / "metrics.json").is_file():
-            todo.append((name, table.rows.index(row), pct, seed, quick, extra, run))
+    todo = [(name, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
+            for row, pct, seed in cells(table, seeds, fractions, models)
+            if not (cell_dir(out, row, pct, seed) / "metrics.json").is_file()]
     bar = tqdm(total=len(todo), desc=name, unit="run", disable=not progress)
     if jobs == 1:
         for args in todo:
@@ -185,31 +242,70 @@ def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, e
     bar.close()
     results = collect(table, out, seeds)
     write_outputs(table, results, out, seeds, quick, time.time() - t0)
+    if table.compare:
+        compare_figure(table, out, quick, extra)
     return results
 
 
+def _stats(vals: list[float]) -> tuple[float, float]:
+    t = torch.tensor(vals, dtype=torch.float64)
+    return (float(t.mean()), float(t.std(unbiased=False))) if vals else (math.nan, math.nan)
+
+
 def collect(table: Table, out: Path, seeds: int) -> list[dict]:
+    """Mean and std over the finished seeds of each cell (and of the class accuracy, for rows with A)."""
     rows = []
     for row in table.rows:
         for pct in table.fractions:
             if pct == 100.0 and row.name in table.no_full:
                 continue
-            vals = []
+            vals, accs = [], []
             for seed in range(seeds):
-                m = out / "runs" / _slug(row.name) / f"{pct:g}pct-seed{seed}" / "metrics.json"
+                m = cell_dir(out, row, pct, seed) / "metrics.json"
                 if m.is_file():
-                    vals.append(json.loads(m.read_text())[table.metric])
-            t = torch.tensor(vals, dtype=torch.float64)
-            rows.append({
-                "model": row.name, "labelled_pct": pct,
-                "mean": float(t.mean()) if vals else math.nan,
-                "std": float(t.std(unbiased=False)) if vals else math.nan,
-                "seeds": len(vals), "paper": row.paper.get(pct),
-            })
+                    metrics = json.loads(m.read_text())
+                    vals.append(metrics[table.metric])
+                    if table.accuracy and "A" in row.variant.split("+"):
+                        accs.append(100.0 * metrics["attribute_accuracy"][table.accuracy])
+            mean, std = _stats(vals)
+            r = {"model": row.name, "labelled_pct": pct, "mean": mean, "std": std, "seeds": len(vals),
+                 "paper": row.paper.get(pct)}
+            if accs:
+                r["accuracy_mean"], r["accuracy_std"] = _stats(accs)
+                r["paper_accuracy"] = row.paper_accuracy.get(pct)
+            rows.append(r)
     return rows
 
 
+def _pair(ours: str, mean: float, paper: float | None, lower_is_better: bool) -> str:
+    """``ours (paper)`` with the better of the two in bold."""
+    if paper is None:
+        return ours
+    if (mean <= paper) == lower_is_better:
+        return f"**{ours}** ({paper:.2f})"
+    return f"{ours} (**{paper:.2f}**)"
+
+
+def _md_table(table: Table, results: list[dict], key: str, paper_key: str, lower_is_better: bool,
+              rows: list[Row]) -> list[str]:
+    lines = ["| model | " + " | ".join(f"{p:g} %" for p in table.fractions) + " |",
+             "|---|" + "---|" * len(table.fractions)]
+    by = {(r["model"], r["labelled_pct"]): r for r in results}
+    for row in rows:
+        cellsmd = []
+        for pct in table.fractions:
+            r = by.get((row.name, pct))
+            if r is None or math.isnan(r.get(key, math.nan)):
+                cellsmd.append("")
+                continue
+            ours = f"{r[key]:.2f} +- {r[key.replace('mean', 'std')]:.2f}"
+            cellsmd.append(_pair(ours, r[key], r.get(paper_key), lower_is_better))
+        lines.append(f"| {row.name} | " + " | ".join(cellsmd) + " |")
+    return lines
+
+
 def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quick: bool, seconds: float) -> None:
+    """``table.csv``, ``table.md`` and ``plot.png`` (+ ``accuracy.csv`` where the table has a class head)."""
     from sslandmarks.viz import table_plot
 
     metric = "error" if table.unit == "px" else "nme"
@@ -223,27 +319,44 @@ def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quic
     lines = [f"# {table.title}", "",
              f"Ours: mean +- std over {seeds} seed(s){' (--quick: short runs, not a result)' if quick else ''}; "
              f"paper in brackets; **bold** = the better of the pair.", "",
-             f"Device: {device}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min.", "",
-             "| model | " + " | ".join(f"{p:g} %" for p in table.fractions) + " |",
-             "|---|" + "---|" * len(table.fractions)]
-    by = {(r["model"], r["labelled_pct"]): r for r in results}
-    for row in table.rows:
-        cellsmd = []
-        for pct in table.fractions:
-            r = by.get((row.name, pct))
-            if r is None or math.isnan(r["mean"]):
-                cellsmd.append("")
-                continue
-            ours = f"{r['mean']:.2f} +- {r['std']:.2f}"
-            if r["paper"] is None:
-                cellsmd.append(ours)
-                continue
-            paper = f"{r['paper']:.2f}"
-            if r["mean"] <= r["paper"]:
-                ours = f"**{ours}**"
-            else:
-                paper = f"**{paper}**"
-            cellsmd.append(f"{ours} ({paper})")
-        lines.append(f"| {row.name} | " + " | ".join(cellsmd) + " |")
+             f"Device: {device}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min.", ""]
+    if table.note:
+        lines += [table.note, ""]
+    lines += _md_table(table, results, "mean", "paper", True, list(table.rows))
+    acc = [r for r in results if "accuracy_mean" in r]
+    if acc:
+        with open(out / "accuracy.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "labelled_pct", "accuracy_mean", "accuracy_std", "seeds", "paper"])
+            for r in acc:
+                w.writerow([r["model"], f"{r['labelled_pct']:g}", f"{r['accuracy_mean']:.2f}",
+                            f"{r['accuracy_std']:.2f}", r["seeds"],
+                            "" if r["paper_accuracy"] is None else r["paper_accuracy"]])
+        names = {r["model"] for r in acc}
+        lines += ["", f"Test {table.accuracy} accuracy (%, higher is better; the paper's Table S3 in brackets):", "",
+                  *_md_table(table, results, "accuracy_mean", "paper_accuracy", False,
+                             [row for row in table.rows if row.name in names])]
+    if table.compare:
+        a, b, pct = table.compare
+        lines += ["", f"![{a} vs {b} at {pct:g} %](figure.png)"]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     table_plot(results, table, out / "plot.png")
+
+
+def compare_figure(table: Table, out: Path, quick: bool, extra: list[str] | None, n: int = 12) -> None:
+    """``figure.png`` (like the paper's Fig. 7): ground truth and the two ``table.compare`` rows (seed 0)
+    on the first ``n`` test images; skipped while either run is unfinished."""
+    from sslandmarks.checkpoint import model_from_checkpoint
+    from sslandmarks.evaluate import predict_all
+    from sslandmarks.viz import prediction_grid
+
+    a, b, pct = table.compare
+    rows = {r.name: r for r in table.rows}
+    runs = {name: cell_dir(out, rows[name], pct, 0) for name in (a, b)}
+    if not all((r / "metrics.json").is_file() for r in runs.values()):
+        return
+    test = _splits(cell_config(table, rows[a], pct, 0, quick, extra)).test
+    images = test.images[:n]
+    preds = {f"{name} ({pct:g} %)": predict_all(model_from_checkpoint(r / "checkpoints" / "best.ckpt")[0], images)[0]
+             for name, r in runs.items()}
+    prediction_grid(images, test.landmarks[:n], preds, out / "figure.png")

@@ -120,10 +120,12 @@ def selection_score(metrics: dict, cfg: Config) -> float:
     return metrics["mean_error_px"]
 
 
-def rank_transforms(n: int, rows: Tensor, ranges: AffineRanges, size: tuple[int, int], seed: int) -> Tensor:
-    """One transform per row of the global batch (``n`` rows) from ``seed``, of which this rank takes
-    ``rows``: every rank, and a resumed run, draws the same ones."""
-    return sample_affine(n, ranges, size, torch.Generator().manual_seed(seed))[0][rows]
+def rank_transforms(n: int, rows: Tensor, ranges: AffineRanges, size: tuple[int, int],
+                    seed: int) -> tuple[Tensor, Tensor]:
+    """One transform ``(3, 3)`` and mirror flag per row of the global batch (``n`` rows) from ``seed``,
+    of which this rank takes ``rows``: every rank, and a resumed run, draws the same ones."""
+    t, flipped = sample_affine(n, ranges, size, torch.Generator().manual_seed(seed))
+    return t[rows], flipped[rows]
 
 
 def _schedule(cfg: Config):
@@ -163,6 +165,7 @@ def fit(
     ``metrics.json``; empty on ranks other than 0) and the trained model (best checkpoint on rank 0)."""
     from lightning.fabric import Fabric
 
+    from sslandmarks.data.sources import spec
     from sslandmarks.evaluate import evaluate_data
     from sslandmarks.outputs import ensure_writable_dir, write_json
     from sslandmarks.viz import save_figures
@@ -223,7 +226,12 @@ def fit(
     steps_per_epoch = max(math.ceil(len(s) / s.batch) for s in streams if s.batch and len(s))
     elt_ranges = AffineRanges(cfg.loss.elt_rotation_deg, cfg.loss.elt_scale, cfg.loss.elt_translate)
     d = cfg.data
-    aug_ranges = AffineRanges(d.augment_rotation_deg, d.augment_scale, d.augment_translate * max(cfg.model.input_size))
+    aug_ranges = AffineRanges(d.augment_rotation_deg, d.augment_scale, d.augment_translate * max(cfg.model.input_size),
+                              d.augment_flip)
+    flip_perm = spec(cfg).flip if spec(cfg) is not None else None
+    if d.augment_flip > 0 and flip_perm is None:
+        raise UserError(f"data.augment_flip={d.augment_flip} needs a data.spec with a flip permutation "
+                        f"({cfg.data.spec or 'none given'} has none): set data.augment_flip=0")
     use_aug = aug_ranges != AffineRanges()
     use_elt = "ELT" in terms and cfg.loss.alpha > 0
 
@@ -255,8 +263,9 @@ def fit(
         batch = train.subset(global_idx[rows].to(device))
         size, seed = cfg.model.input_size, tc.seed * 1_000_003 + step
         if use_aug:  # fresh jitter every step
-            batch = augment(batch, rank_transforms(len(global_idx), rows, aug_ranges, size, seed + 7919 * tc.steps))
-        transforms = rank_transforms(len(global_idx), rows, elt_ranges, size, seed) if use_elt else None
+            batch = augment(batch, *rank_transforms(len(global_idx), rows, aug_ranges, size, seed + 7919 * tc.steps),
+                            flip_perm)
+        transforms = rank_transforms(len(global_idx), rows, elt_ranges, size, seed)[0] if use_elt else None
         losses = compute_losses(model, batch, cfg.loss, transforms, tc.channels_last)
         loss = total_loss(losses, cfg.loss)
         finite = fabric.all_reduce(torch.isfinite(loss).float(), reduce_op="min")

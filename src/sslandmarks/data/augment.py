@@ -12,13 +12,23 @@ from sslandmarks.data.dataset import LandmarkData
 from sslandmarks.geometry import apply_points, warp_images
 
 
-def augment(batch: LandmarkData, t: Tensor) -> LandmarkData:
+def augment(batch: LandmarkData, t: Tensor, flipped: Tensor | None = None,
+            flip_perm: tuple[int, ...] | None = None) -> LandmarkData:
     """Warp ``batch`` by ``t (B, 3, 3)``; landmarks that leave the image become missing (NaN), not clamped.
 
-    Images stay uint8 so the batch looks exactly like an unaugmented one to the rest of the loop."""
+    ``flipped (B,)`` marks mirrored transforms: their landmarks are renumbered by the spec's ``flip_perm``
+    (landmark ``k`` of the original becomes landmark ``flip_perm[k]``: a left eye corner is a right one
+    after a mirror). Images stay uint8 so the batch looks exactly like an unaugmented one to the rest of
+    the loop."""
     h, w = batch.images.shape[-2:]
     t = t.to(batch.images.device)
     images = warp_images(batch.images, t).round_().clamp_(0, 255).to(torch.uint8)
     lms = apply_points(t, batch.landmarks)
+    if flipped is not None and bool(flipped.any()):
+        if flip_perm is None:
+            raise ValueError("mirrored transforms need the landmark flip permutation")
+        renumbered = torch.empty_like(lms)
+        renumbered[:, list(flip_perm)] = lms
+        lms = torch.where(flipped.to(lms.device)[:, None, None], renumbered, lms)
     lms = torch.where(inside_image(lms, h, w)[..., None], lms, torch.full_like(lms, float("nan")))
     return replace(batch, images=images, landmarks=lms)

@@ -7,6 +7,9 @@ to full resolution, where a last conv gives the K landmark maps.
 - ``rcn+``: soft-argmax (beta) and the squared-distance landmark loss, so ELT and attribute heads on the
   coordinates apply (as in Seq-MT).
 Widths: ``width`` maps per layer (64 on 300-W, 70 on AFLW); ``levels`` halvings (4: 80 -> 5).
+``stem_stride`` s > 1 (the fast CPU face model) puts an s x s-strided 3x3 conv first, so every layer
+runs at 1/s of the input resolution and the heatmaps are ``(H/s, W/s)``; soft-argmax's heatmap pixels
+are mapped back to input pixels by ``coords.heatmap_to_image``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslandmarks.config import ModelConfig
-from sslandmarks.coords import to_unit
+from sslandmarks.coords import heatmap_to_image, to_unit
 from sslandmarks.models.common import ModelOutput, conv_block, head_outputs, mlp
 from sslandmarks.softargmax import hard_argmax, soft_argmax
 
@@ -30,9 +33,19 @@ class RCN(nn.Module):
         h, w = cfg.input_size
         self.register_buffer("size", torch.tensor([w, h], dtype=torch.float32), persistent=False)
         width, bn = cfg.width, cfg.batchnorm
-        levels = cfg.levels
+        levels, self.stride = cfg.levels, cfg.stem_stride
+        if self.stride < 1 or h % self.stride or w % self.stride:
+            raise ValueError(f"input {h}x{w} must be divisible by model.stem_stride={self.stride}")
+        if self.stride > 1 and not plus:
+            raise ValueError("stem_stride > 1 needs rcn+ (RCN's pixel cross-entropy is at input resolution)")
+        cin = cfg.in_channels
+        self.stem = nn.Identity()
+        if self.stride > 1:
+            stem = nn.Conv2d(cin, width, 3, stride=self.stride, padding=1, bias=not bn)
+            self.stem = nn.Sequential(stem, *([nn.BatchNorm2d(width)] if bn else []), nn.ReLU(inplace=True))
+            cin = width
         self.down = nn.ModuleList(
-            [nn.Sequential(*conv_block(cfg.in_channels if i == 0 else width, width, 3, bn)) for i in range(levels)]
+            [nn.Sequential(*conv_block(cin if i == 0 else width, width, 3, bn)) for i in range(levels)]
         )
         self.bottom = nn.Sequential(*conv_block(width, width, 3, bn), *conv_block(width, width, 3, bn))
         self.up = nn.ModuleList(
@@ -46,7 +59,7 @@ class RCN(nn.Module):
         )
 
     def forward(self, images: Tensor) -> ModelOutput:
-        skips, x = [], images
+        skips, x = [], self.stem(images)
         for conv in self.down:
             x = conv(x)
             skips.append(x)
@@ -57,6 +70,8 @@ class RCN(nn.Module):
             x = conv(torch.cat([x, skip], dim=1))
         heatmaps = self.maps(x)
         landmarks = soft_argmax(heatmaps, self.beta)[0] if self.plus else hard_argmax(heatmaps)
+        if self.stride > 1:
+            landmarks = heatmap_to_image(landmarks, self.stride)
         z = to_unit(landmarks, self.size).flatten(1)
         return ModelOutput(heatmaps, landmarks, {name: head(z) for name, head in self.heads.items()})
 
