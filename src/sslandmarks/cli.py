@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sslandmarks.errors import UserError
+from sslandmarks.pretrained import resolve
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +48,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     for path in filter(None, (args.out, args.ced)):  # fail on an unwritable output before any work
         ensure_writable_file(path)
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.format, args.skip_bad)
+    ckpt = resolve(args.checkpoint, args.model)
+    metrics = evaluate_checkpoint(ckpt, args.data, args.split, args.format, args.skip_bad)
     if metrics.get("skipped"):
         print(f"skipped {len(metrics['skipped'])} bad sample(s), listed under 'skipped' in {args.out}; "
               f"first: {metrics['skipped'][0]}", file=sys.stderr)
@@ -55,7 +57,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.ced:
         from sslandmarks.viz import ced_plot
 
-        ced_plot({Path(args.checkpoint).stem: metrics["per_image_nme"]}, metrics["normalizer"], args.ced)
+        ced_plot({args.model or Path(ckpt).stem: metrics["per_image_nme"]}, metrics["normalizer"], args.ced)
     print(
         f"{metrics['n_images']} images: mean error {metrics['mean_error_px']:.3f} px, "
         f"NME {metrics['nme']:.2f} % of {metrics['normalizer']}; wrote {args.out}"
@@ -68,7 +70,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sslandmarks.predict import predict_files
 
-    n = predict_files(args.checkpoint, args.images, args.out)
+    n = predict_files(resolve(args.checkpoint, args.model), args.images, args.out)
     print(f"wrote landmarks of {n} image(s) to {args.out}/predictions.json")
     return 0
 
@@ -102,7 +104,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sslandmarks.export import PARITY_LIMIT_PX, export_onnx
 
-    res = export_onnx(args.checkpoint, args.onnx)
+    res = export_onnx(resolve(args.checkpoint, args.model), args.onnx)
     print(f"wrote {res['path']} (input 'images' (B, C, H, W) in [0, 1]; outputs {', '.join(res['outputs'])})")
     print(f"parity with PyTorch on 5 random images: max landmark difference {res['max_landmark_diff_px']:.2g} px "
           f"(limit {PARITY_LIMIT_PX} px)")
@@ -126,6 +128,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from sslandmarks.pretrained import PRETRAINED, available, model_card
+
+    if args.name:
+        print(model_card(args.name))
+        return 0
+    have = available()
+    width = max(map(len, PRETRAINED))
+    for name, about in PRETRAINED.items():
+        print(f"{name:<{width}}  {'bundled' if name in have else 'not yet'}  {about}")
+    print("\nUse one with --model NAME (evaluate, predict, export); `sslandmarks models NAME` shows its card.")
+    return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", help="a .ckpt written by train (RUN/checkpoints/best.ckpt)")
+    g.add_argument("--model", help="a bundled pretrained model by name (`sslandmarks models` lists them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sslandmarks", description="Semi-supervised landmark localisation (Seq-MT, soft-argmax, ELT).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -147,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score a checkpoint on a dataset",
                        description="Write n_images, mean_error_px, nme (+normalizer), per-landmark error and "
                        "attribute accuracy to a JSON file.")
-    e.add_argument("--checkpoint", required=True, help="a .ckpt written by train")
+    _model_args(e)
     e.add_argument("--data", help="annotated files (a folder of .pts, an MTFL list, a CSV manifest) or a synthetic "
                    "dataset name; default: the checkpoint's own synthetic dataset")
     e.add_argument("--format", choices=["pts", "mtfl", "csv", "ljson", "coco"],
@@ -161,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Face models (trained on crops) find faces with dlib's HOG detector (the "
                        "'detect' extra) and predict on each; whole-image models see the image resized. Writes "
                        "predictions.json (landmarks in image pixels) and one overlay PNG per image.")
-    r.add_argument("--checkpoint", required=True)
+    _model_args(r)
     r.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
     r.add_argument("--out", required=True, help="output folder")
 
@@ -174,8 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch",
                        description="Writes an ONNX model with a dynamic batch axis and prints the landmark "
                        "difference between ONNX Runtime and PyTorch (must be below 1e-3 px).")
-    o.add_argument("--checkpoint", required=True)
+    _model_args(o)
     o.add_argument("--onnx", required=True, help="file to write")
+
+    m = sub.add_parser("models", help="list the bundled pretrained models, or show one's model card",
+                       description="Pretrained models ship inside the package and load by name with --model.")
+    m.add_argument("name", nargs="?", help="show this model's card (data, protocol, metrics, licence)")
 
     b = sub.add_parser("bench", help="training and inference speed against the hardware ceiling",
                        description="For each paper model: end-to-end L+ELT+A training images/s, the ceiling (the "
@@ -213,6 +239,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reproduce": cmd_reproduce,
     "export": cmd_export,
     "bench": cmd_bench,
+    "models": cmd_models,
 }
 
 

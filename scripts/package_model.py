@@ -1,0 +1,83 @@
+"""Bundle a finished run as a pretrained model: ``src/sslandmarks/weights/NAME.{ckpt,md}``.
+
+    python scripts/package_model.py RUN_DIR NAME --command "the command that trained it" [--extra FILE.md]
+
+The checkpoint keeps the best weights and the full config (no optimiser state). The model card is
+written from the run's own ``metrics.json`` and ``config.yaml`` (so its figures are the run's), plus an
+optional hand-written markdown section (e.g. latency measured separately)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sslandmarks.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from sslandmarks.pretrained import PRETRAINED, WEIGHTS
+
+
+def _metrics_line(m: dict) -> str:
+    cells = [f"NME {m['nme']:.2f} % ({m['normalizer']})"]
+    for t in ("0.08", "0.10"):
+        if f"auc@{t}" in m:
+            cells.append(f"AUC@{t} {m[f'auc@{t}']:.3f}, failure rate@{t} {100 * m[f'failure_rate@{t}']:.1f} %")
+    for k, v in m.get("attribute_accuracy", {}).items():
+        cells.append(f"{k} accuracy {100 * v:.1f} %")
+    return f"{m['n_images']} images: " + "; ".join(cells)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path)
+    p.add_argument("name", choices=sorted(PRETRAINED))
+    p.add_argument("--command", required=True, help="the command line that trained the run")
+    p.add_argument("--extra", type=Path, help="markdown appended to the card")
+    args = p.parse_args()
+
+    state = load_checkpoint(args.run / "checkpoints" / "best.ckpt")
+    metrics = json.loads((args.run / "metrics.json").read_text())
+    model, cfg = model_from_checkpoint(args.run / "checkpoints" / "best.ckpt")
+    params = sum(p.numel() for p in model.parameters())
+    slim = {"model": {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()},
+            "config": state["config"], "name": args.name, "step": state["step"],
+            "metrics": {s: {k: v for k, v in metrics[s].items() if not isinstance(v, list)} for s in ("val", "test")}}
+    WEIGHTS.mkdir(exist_ok=True)
+    save_checkpoint(WEIGHTS / f"{args.name}.ckpt", slim)
+    d, m = cfg.data, cfg.model
+    heads = ", ".join(f"{h.name} ({h.classes} classes)" if h.kind == "class" else f"{h.name} ({h.dims} values)"
+                      for h in m.heads) or "none"
+    val = f"validation: {', '.join(d.val_path)}" if d.val_path else f"{d.val_fraction:.0%} held out for validation"
+    card = [
+        f"# {args.name}", "", PRETRAINED[args.name] + ".", "",
+        "| | |", "|---|---|",
+        f"| architecture | `{m.name}`, {params:,} parameters, width {m.width}"
+        + (f", {m.levels} poolings, first conv stride {m.stem_stride}" if m.name.startswith("rcn") else "") + " |",
+        f"| input | {m.input_size[1]}x{m.input_size[0]} {'grey' if m.in_channels == 1 else 'RGB'} crop of the square "
+        f"box around the landmarks, enlarged by {d.crop_margin:.0%} per side |",
+        f"| output | {m.num_landmarks} landmarks (`{d.spec}` layout) in input pixels; attribute heads: {heads} |",
+        f"| training data | {', '.join(d.train_path)} ({d.labelled_pct:g} % labelled; {val}) |",
+        f"| augmentation | rotation +-{d.augment_rotation_deg:g} deg, scale {d.augment_scale[0]:g}-"
+        f"{d.augment_scale[1]:g}, shift +-{d.augment_translate:.0%}, mirror p={d.augment_flip:g} |",
+        f"| loss | {cfg.loss.variant} (lambda {cfg.loss.lam:g}, alpha {cfg.loss.alpha:g}, ELT on {cfg.loss.elt_on}) |",
+        f"| training | {state['step']:,} of {cfg.train.steps:,} Adam steps (best validation checkpoint), batches "
+        f"{cfg.train.batch_labelled} + {cfg.train.batch_unlabelled}, lr {cfg.train.lr:g} {cfg.train.schedule} |",
+        "", "## Measured", "",
+        f"- validation: {_metrics_line(metrics['val'])}",
+        f"- test ({', '.join(d.test_path)}): {_metrics_line(metrics['test'])}",
+        "", "Faces are cropped from their ground-truth landmark box (the paper's protocol); "
+        "`sslandmarks predict` crops from dlib's detector box mapped to the same framing instead.",
+        "", "Trained with:", "", "```", args.command, "```", "",
+        "## Licence caveat", "",
+        "Trained on research-only data (300-W / iBUG, MTFL and their source collections): use for research "
+        "only, and check the datasets' terms before any other use.", ""]
+    if args.extra:
+        card += [args.extra.read_text().strip(), ""]
+    (WEIGHTS / f"{args.name}.md").write_text("\n".join(card))
+    size = (WEIGHTS / f"{args.name}.ckpt").stat().st_size
+    print(f"wrote {WEIGHTS / args.name}.ckpt ({size / 1e6:.2f} MB) and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Bundled models by name: --model wherever --checkpoint works, clear errors, cards that match the weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sslandmarks import pretrained
+from sslandmarks.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch, tiny_overrides):
+    """A 'face68' bundled into a temporary weights folder from a 10-step Blocks run."""
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(ROOT / "configs" / "blocks.yaml"), "--out", str(run), "--quiet",
+                 *[a for s in [*tiny_overrides, "train.steps=10"] for a in ("--set", s)]]) == 0
+    monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "face68.ckpt").write_bytes((run / "checkpoints" / "best.ckpt").read_bytes())
+    (tmp_path / "weights" / "face68.md").write_text("# face68\n\ncard text\n")
+    return run
+
+
+def test_model_name_works_like_a_checkpoint(zoo, tmp_path, capsys):
+    assert main(["evaluate", "--model", "face68", "--out", str(tmp_path / "a.json")]) == 0
+    assert main(["evaluate", "--checkpoint", str(zoo / "checkpoints" / "best.ckpt"),
+                 "--out", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["mean_error_px"] == b["mean_error_px"]
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    assert main(["export", "--model", "face68", "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert main(["models"]) == 0 and "face68       bundled" in capsys.readouterr().out
+    assert main(["models", "face68"]) == 0 and "card text" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["evaluate", "--model", "nope", "--out", "{tmp}/x.json"], "--model 'nope' is unknown"),
+    (["evaluate", "--model", "mtfl5", "--out", "{tmp}/x.json"], "is not bundled in this version yet"),
+    (["evaluate", "--out", "{tmp}/x.json"], "one of the arguments --checkpoint --model is required"),
+    (["predict", "--model", "face68", "--checkpoint", "c.ckpt", "x.png", "--out", "{tmp}"], "not allowed with"),
+])
+def test_model_name_errors(zoo, tmp_path, capsys, args, needle):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", pretrained.available())
+def test_bundled_weights_load_and_are_small(name):
+    from sslandmarks.checkpoint import model_from_checkpoint
+
+    path = pretrained.pretrained_path(name)
+    assert path.stat().st_size < 20e6
+    model, cfg = model_from_checkpoint(path)
+    out = model(torch.zeros(2, cfg.model.in_channels, *cfg.model.input_size))
+    assert out.landmarks.shape == (2, cfg.model.num_landmarks, 2) and torch.isfinite(out.landmarks).all()
+    assert "Licence caveat" in pretrained.model_card(name)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@pytest.mark.parametrize("name", [n for n in pretrained.available() if n.startswith("face68")])
+def test_face_models_score_on_helen_test_what_their_cards_say(name, tmp_path):
+    """The card's HELEN-test NME is what `evaluate --model` measures now (same crops, same weights)."""
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", name, "--data", str(SHARED_DATA / "300w-partial" / "helen" / "testset"),
+                 "--format", "pts", "--out", str(out)]) == 0
+    measured = json.loads(out.read_text())
+    state = torch.load(pretrained.pretrained_path(name), weights_only=True)
+    assert measured["n_images"] == 330 and measured["normalizer"] == "interocular"
+    assert abs(measured["nme"] - state["metrics"]["test"]["nme"]) < 0.01
+    assert f"NME {measured['nme']:.2f} %" in pretrained.model_card(name)
