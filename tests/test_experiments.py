@@ -141,3 +141,59 @@ def test_hgr1_table_with_generated_hands(tmp_path):
 def test_reproduce_selection_is_validated(tmp_path, capsys, extra, needle):
     assert main(["reproduce", "hgr1", "--out", str(tmp_path), *extra]) == 2
     assert needle in capsys.readouterr().err
+
+
+def _face_files(root, n: int = 24) -> tuple[str, str]:
+    """Generated faces: an MTFL list (5 points + 4 attributes) and a folder of 68-point iBUG .pts files."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    (root / "pts").mkdir()
+    lines = []
+    for i in range(n):
+        img = (rng.random((60, 60)) * 255).astype(np.uint8)
+        Image.fromarray(img).save(root / f"f{i}.png")
+        Image.fromarray(img).save(root / "pts" / f"f{i}.png")
+        five = rng.uniform(15, 45, size=(5, 2))
+        attrs = [1 + i % 2, 1 + (i // 2) % 2, 1, 1 + i % 5]
+        lines.append(f" f{i}.png " + " ".join(f"{v:.1f}" for v in [*five[:, 0], *five[:, 1]])
+                     + " " + " ".join(map(str, attrs)))
+        pts = rng.uniform(10, 50, size=(68, 2)) + 1  # 1-based in the file
+        (root / "pts" / f"f{i}.pts").write_text(
+            "version: 1\nn_points: 68\n{\n" + "\n".join(f"{x:.2f} {y:.2f}" for x, y in pts) + "\n}\n")
+    (root / "list.txt").write_text("\r\n".join(lines) + "\r\n")
+    return str(root / "list.txt"), str(root / "pts")
+
+
+FACE_TINY = ["model.input_size=[16,16]", "model.width=2", "model.depth=1", "model.kernel=3", "model.levels=2",
+             "model.head_kernel=1", "model.mlp_hidden=[8]", "train.batch_labelled=2", "train.batch_unlabelled=2",
+             "train.steps=2", "train.eval_every=2", "train.log_every=2", "train.checkpoint_every=2"]
+
+
+def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
+    """Both face tables end to end on generated files: the MTFL csv has no paper column (the paper has no
+    MTFL table) and tabulates the four attribute accuracies; the 300-W table adds inter-pupil NME, AUC and
+    failure rate, and its ELT rows have a 100 % column (ELT on every image, as the paper does on 300-W)."""
+    mtfl, pts = _face_files(tmp_path)
+    sets = [f"data.train_path=[{mtfl}]", f"data.test_path=[{mtfl}]", "data.val_fraction=0.25", *FACE_TINY]
+    assert main(["reproduce", "mtfl", "--out", str(tmp_path / "m"), "--seeds", "1", "--quiet", "--fractions", "20",
+                 "--models", "Seq-MT (L+ELT+A)", "RCN+ (L)", *[a for s in sets for a in ("--set", s)]]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "m" / "table.csv")))
+    assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds"]
+    assert len(rows) == 6 * 5 - 2 and {r["model"] for r in rows if r["seeds"] == "1"} == {"Seq-MT (L+ELT+A)", "RCN+ (L)"}
+    md = (tmp_path / "m" / "table.md").read_text()
+    assert "Test pose accuracy (%):" in md and "| Seq-MT (L+ELT+A) |" in md.split("pose accuracy")[1]
+    assert "| RCN+ (L) |" not in md.split("pose accuracy")[1]  # no attribute heads trained without A
+    more = list(csv.DictReader(open(tmp_path / "m" / "metrics.csv")))
+    assert "attribute_accuracy.pose_mean" in more[0]
+
+    sets = [f"data.train_path=[{pts}]", f"data.test_path=[{pts}]", "data.val_fraction=0.25", *FACE_TINY]
+    assert main(["reproduce", "300w-partial", "--out", str(tmp_path / "w"), "--seeds", "1", "--quiet", "--fractions",
+                 "100", "--models", "RCN+ (L+ELT)", *[a for s in sets for a in ("--set", s)]]) == 0
+    more = list(csv.DictReader(open(tmp_path / "w" / "metrics.csv")))
+    cell = next(r for r in more if r["model"] == "RCN+ (L+ELT)" and r["labelled_pct"] == "100")
+    assert cell["seeds"] == "1" and float(cell["nme_by.interpupil_mean"]) > 0
+    assert 0 <= float(cell["auc@0.08_mean"]) <= 1 and 0 <= float(cell["failure_rate@0.08_mean"]) <= 1
+    md = (tmp_path / "w" / "table.md").read_text()
+    assert "inter-pupil" in md and "AUC@0.08" in md and "failure rate@0.08" in md

@@ -91,6 +91,11 @@ def test_metrics_normalisers_auc_and_failure_by_hand():
     assert m["mean_error_px"] == 1.0 and m["nme"] == pytest.approx(20.0)  # 1 / 5
     assert landmark_metrics(pred, gt, (10, 10), "face_size")["nme"] == pytest.approx(100 / math.sqrt(12))
     assert pair_distance(gt, (0, 2), (1, 3)).item() == pytest.approx(4.0)  # group means (0,1.5) and (4,1.5)
+    from sslandmarks.specs import LandmarkSpec
+
+    spec = LandmarkSpec("t", 4, None, {"corners": (0, 3), "groups": ((0, 2), (1, 3))}, "corners")
+    by = landmark_metrics(pred, gt, (10, 10), "corners", spec)["nme_by"]
+    assert by == {"corners": pytest.approx(20.0), "groups": pytest.approx(25.0)}  # 1 / 5 and 1 / 4
     auc, fr = auc_failure(torch.tensor([0.0, 0.04, 0.2]), 0.08)
     assert fr == pytest.approx(1 / 3)
     # CED: 1/3 on [0, 0.04), 2/3 on [0.04, 0.08] -> area / 0.08 = (1/3 * 0.5 + 2/3 * 0.5) = 0.5

@@ -90,6 +90,9 @@ def landmark_metrics(pred: Tensor, gt: Tensor, size: tuple[int, int], normalizer
         "nme": float(100.0 * _nanmean(per_image)),
         "normalizer": normalizer,
     }
+    if spec is not None and spec.normalizers:  # every normaliser the layout defines (e.g. inter-pupil too)
+        out["nme_by"] = {n: float(100.0 * _nanmean(_nanmean(err, dim=1) / normalizer_values(n, gt, size, spec)))
+                         for n in spec.normalizers}
     valid = per_image[~torch.isnan(per_image)]
     out["per_image_nme"] = [float(v) for v in 100.0 * per_image]
     if len(valid):
