@@ -181,7 +181,8 @@ def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
                  "--models", "Seq-MT (L+ELT+A)", "RCN+ (L)", *[a for s in sets for a in ("--set", s)]]) == 0
     rows = list(csv.DictReader(open(tmp_path / "m" / "table.csv")))
     assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds"]
-    assert len(rows) == 6 * 5 - 2 and {r["model"] for r in rows if r["seeds"] == "1"} == {"Seq-MT (L+ELT+A)", "RCN+ (L)"}
+    assert len(rows) == 6 * 5 - 2
+    assert {r["model"] for r in rows if r["seeds"] == "1"} == {"Seq-MT (L+ELT+A)", "RCN+ (L)"}
     md = (tmp_path / "m" / "table.md").read_text()
     assert "Test pose accuracy (%):" in md and "| Seq-MT (L+ELT+A) |" in md.split("pose accuracy")[1]
     assert "| RCN+ (L) |" not in md.split("pose accuracy")[1]  # no attribute heads trained without A
