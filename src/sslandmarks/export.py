@@ -60,4 +60,28 @@ def export_onnx(checkpoint: str | Path, path: str | Path, opset: int = 17) -> di
         tmp.unlink()
         raise RuntimeError(f"ONNX parity check failed: landmarks differ by {diff:.3g} px (limit {PARITY_LIMIT_PX})")
     os.replace(tmp, path)
-    return {"path": str(path), "outputs": names, "max_landmark_diff_px": diff}
+    return {"path": str(path), "outputs": names, "max_landmark_diff_px": diff, **onnx_latency(path, check[:1])}
+
+
+def onnx_latency(path: str | Path, image: torch.Tensor, threads: int = 2, runs: int = 300) -> dict:
+    """Median and 90th-percentile milliseconds of one ONNX Runtime call on a single ``(1, C, H, W)`` image
+    with ``threads`` intra-op threads (the answer time for one face, after warm-up)."""
+    import time
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {"images": image.numpy()}
+    for _ in range(20):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(1000 * (time.perf_counter() - t0))
+    times.sort()
+    return {"latency_ms": times[len(times) // 2], "latency_p90_ms": times[int(0.9 * len(times))],
+            "latency_threads": threads}

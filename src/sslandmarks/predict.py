@@ -76,6 +76,22 @@ def box_to_crop(box: tuple[int, int, int, int], size: tuple[int, int], margin: f
     return torch.from_numpy(crop_transform(corners, size, margin)).float()
 
 
+def _attributes(outputs: dict[str, torch.Tensor], cfg) -> dict:
+    """``attributes``: each class head's most likely class (its label where the head names them, else the
+    index) and ``confidence``: that class's softmax probability; regression heads give their values."""
+    labels = {h.name: h.labels for h in cfg.model.heads}
+    attrs, conf = {}, {}
+    for k, v in outputs.items():
+        if v.shape[-1] > 1 and any(h.name == k and h.kind == "class" for h in cfg.model.heads):
+            p = torch.softmax(v[0].float(), -1)
+            i = int(p.argmax())
+            attrs[k] = labels[k][i] if labels.get(k) else i
+            conf[k] = round(float(p[i]), 4)
+        else:
+            attrs[k] = [float(x) for x in v[0]] if v.shape[-1] > 1 else float(v[0, 0])
+    return {"attributes": attrs, "confidence": conf} if conf else {"attributes": attrs}
+
+
 def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, progress: bool = True) -> int:
     """Write ``out/predictions.json`` (``{file: {"faces": [{"box", "landmarks", "attributes"}]}}``, landmarks
     in photo pixels) and ``out/<stem>_landmarks.png`` per image. Returns the number of images."""
@@ -86,7 +102,7 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
     from sslandmarks.geometry import apply_points, invert
     from sslandmarks.outputs import ensure_writable_dir, write_json
     from sslandmarks.train import to_input
-    from sslandmarks.viz import prediction_grid
+    from sslandmarks.viz import photo_overlay
 
     model, cfg = model_from_checkpoint(checkpoint)
     paths = expand_inputs(images)
@@ -115,12 +131,9 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
             with torch.no_grad():  # the same antialiased crop as in training
                 res = model(to_input(crop_image(arr, t, size)))
             lm = apply_points(invert(t[None]), res.landmarks)[0]
-            attrs = {k: int(v[0].argmax()) if v.shape[-1] > 1 else float(v[0, 0]) for k, v in res.attributes.items()}
-            faces.append({"box": list(box), "landmarks": lm.tolist(), "attributes": attrs})
+            faces.append({"box": list(box), "landmarks": lm.tolist(), **_attributes(res.attributes, cfg)})
         results[str(path)] = {"faces": faces}
         if faces:
-            lms = {f"face {i + 1}": torch.tensor(f["landmarks"])[None] for i, f in enumerate(faces)}
-            img = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None]
-            prediction_grid(img, None, lms, out / f"{path.stem}_landmarks.png", cols=1)
+            photo_overlay(rgb, faces, out / f"{path.stem}_landmarks.png", boxes=crops)
     write_json(results, out / "predictions.json")
     return len(results)

@@ -50,6 +50,33 @@ def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path
     plt.close(fig)
 
 
+def photo_overlay(rgb, faces: list[dict], path: str | Path, boxes: bool = True) -> None:
+    """A photo at (up to 1,000 px wide) natural size with each face's landmarks, its detector box and its
+    attributes written above the box. ``faces``: ``{"box": [x0, y0, x1, y1], "landmarks": [[x, y], ...],
+    "attributes": {...}}`` in photo pixels."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, 1000 / w)
+    fig = plt.figure(figsize=(w * scale / 100, h * scale / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(rgb)
+    ax.set_axis_off()
+    for i, face in enumerate(faces):
+        color = COLORS[i % len(COLORS)]
+        lm = torch.tensor(face["landmarks"]).numpy()
+        x0, y0, x1, y1 = face["box"]
+        ms = max(1.5, min(5.0, (x1 - x0) * scale / 60))
+        ax.plot(lm[:, 0], lm[:, 1], "o", color=color, ms=ms, mec="black", mew=0.4)
+        if boxes:
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, lw=1))
+        text = ", ".join(str(v) for v in face.get("attributes", {}).values() if isinstance(v, (str, int)))
+        ax.text(x0, y0 - 3, f"{i + 1}" + (f": {text}" if text else ""), color=color, fontsize=8, va="bottom",
+                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def save_predictions(model: nn.Module, data: LandmarkData, cfg: Config, path: str | Path, n: int = 12) -> None:
     """Ground truth and predictions on the first ``n`` images of ``data``."""
     from sslandmarks.evaluate import predict_all

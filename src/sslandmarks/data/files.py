@@ -65,10 +65,12 @@ def crop_image(arr: np.ndarray, t: torch.Tensor, size: tuple[int, int]) -> torch
 
 
 def _class_indices(s: Sample, heads: set[str], names: dict[str, tuple[str, ...]], problems: Problems):
-    """Attributes with class names replaced by their indices; None (reported) for an unknown name."""
+    """Attributes with class names replaced by their indices; None (reported) for an unknown name.
+    Numeric codes from a format that defines them (MTFL's attributes) are indices already; the head's
+    labels then only name them."""
     out = {}
     for k, v in s.attributes.items():
-        if k in names:  # named classes; a name may look like a number ("1" in HGR1's gestures)
+        if k in names and isinstance(v, str):  # named classes; a name may look like a number ("1" in HGR1)
             if str(v) not in names[k]:
                 problems.report(f"{s.where}: class {str(v)!r} of {k!r} is not among the head's labels")
                 return None
