@@ -62,3 +62,28 @@ def test_rcn_plus_attribute_loss_reaches_the_encoder_and_rcn_trains_on_maps():
     assert model.down[0][0].weight.grad.abs().sum() > 0
     rcn = build_model(replace(cfg, name="rcn"))
     assert rcn.landmark_loss == "heatmap_ce" and model.landmark_loss == "l2"
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_rcn_stem_stride_centres_heatmap_pixels_where_coords_says(stride):
+    """With ``stem_stride`` s, heatmap pixel i must sit over input pixel s*i + (s-1)/2 (coords.heatmap_to_image).
+    A uniform stem kernel answers a point at x by the windows that cover it; their centre, mapped back, is x
+    on average over positions (a 3x3 kernel at stride 2 would be half a pixel off)."""
+    import torch.nn.functional as F
+
+    from sslandmarks.coords import heatmap_to_image
+
+    from dataclasses import replace
+
+    cfg = replace(SMALL, name="rcn+", levels=1, stem_stride=stride, input_size=(32, 32))
+    conv = build_model(cfg).stem[0]
+    errors = []
+    for x in range(8, 24):
+        img = torch.zeros(1, 1, 1, 32)
+        img[..., x] = 1.0
+        out = F.conv2d(img, torch.ones(1, 1, 1, conv.kernel_size[1]), stride=(1, stride), padding=(0, conv.padding[1]))
+        pos = torch.arange(out.shape[-1], dtype=torch.float32)
+        centre = float((out[0, 0, 0] * pos).sum() / out.sum())
+        errors.append(float(heatmap_to_image(torch.tensor(centre), stride)) - x)
+    assert out.shape[-1] == 32 // stride
+    assert abs(sum(errors) / len(errors)) < 1e-6 and max(map(abs, errors)) <= (stride - 1) / 2 + 1e-6

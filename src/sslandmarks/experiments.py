@@ -30,7 +30,6 @@ class Row:
     variant: str
     paper: dict[float, float] = field(default_factory=dict)  # labelled % -> the paper's figure
     paper_accuracy: dict[float, float] = field(default_factory=dict)  # labelled % -> the paper's class accuracy
-    overrides: tuple[str, ...] = ()  # --set items of this row (e.g. a different ELT protocol)
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,7 @@ def cells(table: Table, seeds: int, fractions=None, models=None) -> list[tuple[R
 
 
 def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extra: list[str] | None = None):
-    cfg = load_config(CONFIGS / row.config, [f"loss.variant={row.variant}", *row.overrides, *(extra or [])])
+    cfg = load_config(CONFIGS / row.config, [f"loss.variant={row.variant}", *(extra or [])])
     data = merge(to_dict(cfg), {"data": {"labelled_pct": pct}, "train": {"seed": seed}})
     if quick:
         data = merge(data, table.quick)

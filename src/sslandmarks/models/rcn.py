@@ -7,9 +7,10 @@ to full resolution, where a last conv gives the K landmark maps.
 - ``rcn+``: soft-argmax (beta) and the squared-distance landmark loss, so ELT and attribute heads on the
   coordinates apply (as in Seq-MT).
 Widths: ``width`` maps per layer (64 on 300-W, 70 on AFLW); ``levels`` halvings (4: 80 -> 5).
-``stem_stride`` s > 1 (the fast CPU face model) puts an s x s-strided 3x3 conv first, so every layer
-runs at 1/s of the input resolution and the heatmaps are ``(H/s, W/s)``; soft-argmax's heatmap pixels
-are mapped back to input pixels by ``coords.heatmap_to_image``.
+``stem_stride`` s > 1 (the fast CPU face models) puts a stride-s conv first, so every layer runs at 1/s of
+the input resolution and the heatmaps are ``(H/s, W/s)``. Its kernel is s + 2 with padding 1, so heatmap
+pixel i is centred on input pixel s*i + (s-1)/2, exactly where ``coords.heatmap_to_image`` puts it
+(a 3x3 kernel at stride 2 would centre it on 2i, half an input pixel away).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class RCN(nn.Module):
         cin = cfg.in_channels
         self.stem = nn.Identity()
         if self.stride > 1:
-            stem = nn.Conv2d(cin, width, 3, stride=self.stride, padding=1, bias=not bn)
+            stem = nn.Conv2d(cin, width, self.stride + 2, stride=self.stride, padding=1, bias=not bn)
             self.stem = nn.Sequential(stem, *([nn.BatchNorm2d(width)] if bn else []), nn.ReLU(inplace=True))
             cin = width
         self.down = nn.ModuleList(
