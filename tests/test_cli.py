@@ -98,6 +98,7 @@ def test_resume_refuses_a_missing_run_and_train_refuses_to_overwrite(tmp_path, t
         (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.labelled_pct=101"], "outside (0, 100]"),
         (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.augment_flip=0.5"], "flip permutation"),
         (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.augment_flip=2"], "is a probability"),
+        (["train", "--config", BLOCKS, "--out", "{tmp}/r", "--set", "data.test_flip=true"], "data.test_flip needs"),
         (["train", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "does not exist"),
         (["train", "--config", BLOCKS, "--out", "/proc/forbidden/run"], "cannot write"),
         (["evaluate", "--checkpoint", "{tmp}/none.ckpt", "--out", "{tmp}/e.json"], "does not exist"),

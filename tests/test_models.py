@@ -87,3 +87,28 @@ def test_rcn_stem_stride_centres_heatmap_pixels_where_coords_says(stride):
         errors.append(float(heatmap_to_image(torch.tensor(centre), stride)) - x)
     assert out.shape[-1] == 32 // stride
     assert abs(sum(errors) / len(errors)) < 1e-6 and max(map(abs, errors)) <= (stride - 1) / 2 + 1e-6
+
+
+def test_test_time_mirroring_maps_mirrored_predictions_back():
+    """A 'model' that answers with fixed points: its mirrored answer, mapped back and renumbered, is the
+    mirror image of the fixed points, so the average sits halfway; mirror-symmetric points stay put."""
+    from sslandmarks.evaluate import predict_all
+    from sslandmarks.models import ModelOutput
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.tensor([[2.0, 3.0], [7.0, 3.0], [4.5, 6.0]]))
+
+        def forward(self, x):
+            b = x.shape[0]
+            return ModelOutput(x, self.p.expand(b, 3, 2), {"c": x.flatten(1)[:, :2]})
+
+    images = torch.zeros(2, 1, 10, 10, dtype=torch.uint8)
+    images[:, 0, 0, 0] = 255
+    lm, attrs = predict_all(Fixed(), images, flip_perm=(1, 0, 2))
+    # mirrored answer: (2,3)->(7,3) renumbered to slot 1, (7,3)->(2,3) to slot 0, (4.5,6) stays: a fixed point
+    assert torch.allclose(lm[0], torch.tensor([[2.0, 3.0], [7.0, 3.0], [4.5, 6.0]]))
+    lm_asym, _ = predict_all(Fixed(), images, flip_perm=(0, 1, 2))  # no renumbering: points average to the axis
+    assert torch.allclose(lm_asym[0, :, 0], torch.tensor([4.5, 4.5, 4.5]))
+    assert torch.allclose(attrs["c"][0], torch.tensor([0.5, 0.0]))  # pixel (0,0) lit directly, (9,0) mirrored

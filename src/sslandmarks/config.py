@@ -57,6 +57,7 @@ class DataConfig:
     augment_scale: tuple[float, float] = (1.0, 1.0)
     augment_translate: float = 0.0
     augment_flip: float = 0.0  # probability of a horizontal mirror (needs data.spec with a flip permutation)
+    test_flip: bool = False  # evaluate/predict average each image's landmarks with its mirror image's
 
 
 @dataclass(frozen=True)

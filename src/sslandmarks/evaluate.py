@@ -14,8 +14,13 @@ from sslandmarks.metrics import accuracy, landmark_consistency, landmark_metrics
 
 
 @torch.no_grad()
-def predict_all(model: nn.Module, images: Tensor, batch_size: int = 256) -> tuple[Tensor, dict[str, Tensor]]:
-    """Landmarks ``(N, K, 2)`` and attribute outputs (name -> ``(N, C)``) for uint8 ``images``, on CPU."""
+def predict_all(model: nn.Module, images: Tensor, batch_size: int = 256,
+                flip_perm: tuple[int, ...] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Landmarks ``(N, K, 2)`` and attribute outputs (name -> ``(N, C)``) for uint8 ``images``, on CPU.
+
+    With ``flip_perm`` (the layout's mirror permutation) each image is also predicted mirrored, and the
+    mirrored landmarks, mapped back (``x -> W - 1 - x``, renumbered), are averaged with the direct ones
+    (test-time mirroring; the attribute outputs are averaged too)."""
     from sslandmarks.train import to_input
 
     was_training = model.training
@@ -23,12 +28,40 @@ def predict_all(model: nn.Module, images: Tensor, batch_size: int = 256) -> tupl
     device = next(model.parameters()).device
     lms, attrs = [], {}
     for i in range(0, images.shape[0], batch_size):
-        out = model(to_input(images[i : i + batch_size].to(device)))
-        lms.append(out.landmarks.float().cpu())
-        for k, v in out.attributes.items():
-            attrs.setdefault(k, []).append(v.float().cpu())
+        x = to_input(images[i : i + batch_size].to(device))
+        out = model(x)
+        lm, at = out.landmarks.float(), {k: v.float() for k, v in out.attributes.items()}
+        if flip_perm is not None:
+            mirrored = model(x.flip(-1))
+            back = mirrored.landmarks.float().clone()
+            back[..., 0] = x.shape[-1] - 1 - back[..., 0]
+            lm = (lm + back[:, list(_inverse(flip_perm))]) / 2
+            at = {k: (v + mirrored.attributes[k].float()) / 2 for k, v in at.items()}
+        lms.append(lm.cpu())
+        for k, v in at.items():
+            attrs.setdefault(k, []).append(v.cpu())
     model.train(was_training)
     return torch.cat(lms), {k: torch.cat(v) for k, v in attrs.items()}
+
+
+def _inverse(perm: tuple[int, ...]) -> list[int]:
+    inv = [0] * len(perm)
+    for k, p in enumerate(perm):
+        inv[p] = k
+    return inv
+
+
+def mirror_perm(cfg: Config) -> tuple[int, ...] | None:
+    """The mirror permutation when ``data.test_flip`` asks for test-time mirroring, else None."""
+    if not cfg.data.test_flip:
+        return None
+    layout = spec(cfg)
+    if layout is None or layout.flip is None:
+        from sslandmarks.errors import UserError
+
+        raise UserError(f"data.test_flip needs a data.spec with a flip permutation ({cfg.data.spec or 'none given'} "
+                        "has none): set data.test_flip=false")
+    return layout.flip
 
 
 def evaluate_data(
@@ -39,7 +72,7 @@ def evaluate_data(
     Cropped data (``from_source`` set) is scored in the pixels of the original images."""
     from sslandmarks.geometry import apply_points, invert
 
-    pred, attrs = predict_all(model, data.images, batch_size)
+    pred, attrs = predict_all(model, data.images, batch_size, mirror_perm(cfg))
     gt = data.landmarks.cpu()
     if data.from_source is not None:
         back = invert(data.from_source.cpu())

@@ -99,12 +99,13 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
 
     from sslandmarks.checkpoint import model_from_checkpoint
     from sslandmarks.data.files import crop_image
+    from sslandmarks.evaluate import mirror_perm, predict_all
     from sslandmarks.geometry import apply_points, invert
     from sslandmarks.outputs import ensure_writable_dir, write_json
-    from sslandmarks.train import to_input
     from sslandmarks.viz import photo_overlay
 
     model, cfg = model_from_checkpoint(checkpoint)
+    flip_perm = mirror_perm(cfg)
     paths = expand_inputs(images)
     arrays = [read_image(p, 3) for p in paths]  # validate everything before writing anything
     ensure_writable_dir(out)
@@ -127,11 +128,10 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
             transforms = [t]
         arr = rgb if cfg.model.in_channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
         faces = []
-        for box, t in zip(boxes, transforms):
-            with torch.no_grad():  # the same antialiased crop as in training
-                res = model(to_input(crop_image(arr, t, size)))
-            lm = apply_points(invert(t[None]), res.landmarks)[0]
-            faces.append({"box": list(box), "landmarks": lm.tolist(), **_attributes(res.attributes, cfg)})
+        for box, t in zip(boxes, transforms):  # the same antialiased crop as in training
+            landmarks, attributes = predict_all(model, crop_image(arr, t, size), flip_perm=flip_perm)
+            lm = apply_points(invert(t[None]), landmarks)[0]
+            faces.append({"box": list(box), "landmarks": lm.tolist(), **_attributes(attributes, cfg)})
         results[str(path)] = {"faces": faces}
         if faces:
             photo_overlay(rgb, faces, out / f"{path.stem}_landmarks.png", boxes=crops)
