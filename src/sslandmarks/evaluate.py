@@ -35,20 +35,13 @@ def predict_all(model: nn.Module, images: Tensor, batch_size: int = 256,
             mirrored = model(x.flip(-1))
             back = mirrored.landmarks.float().clone()
             back[..., 0] = x.shape[-1] - 1 - back[..., 0]
-            lm = (lm + back[:, list(_inverse(flip_perm))]) / 2
+            lm = (lm + back[:, list(flip_perm)]) / 2  # original landmark j is the mirror's landmark flip[j]
             at = {k: (v + mirrored.attributes[k].float()) / 2 for k, v in at.items()}
         lms.append(lm.cpu())
         for k, v in at.items():
             attrs.setdefault(k, []).append(v.cpu())
     model.train(was_training)
     return torch.cat(lms), {k: torch.cat(v) for k, v in attrs.items()}
-
-
-def _inverse(perm: tuple[int, ...]) -> list[int]:
-    inv = [0] * len(perm)
-    for k, p in enumerate(perm):
-        inv[p] = k
-    return inv
 
 
 def mirror_perm(cfg: Config) -> tuple[int, ...] | None:
