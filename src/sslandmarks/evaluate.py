@@ -124,7 +124,7 @@ def evaluate_checkpoint(
         if samples and len(samples[0].landmarks) != m.num_landmarks:
             raise UserError(f"{data}: {len(samples[0].landmarks)} landmarks per sample, but the model predicts "
                             f"{m.num_landmarks}")
-        crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin)
+        crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin, cfg.data.spec)
         metrics = evaluate_data(model, crops, cfg, norm=cfg.data.normalizer or default)
         return {**metrics, "detector": {"name": "dlib-hog", "faces": len(samples), "found": len(crops),
                                         "missed": missed}, "skipped": problems.items}
