@@ -69,11 +69,11 @@ def test_rcn_stem_stride_centres_heatmap_pixels_where_coords_says(stride):
     """With ``stem_stride`` s, heatmap pixel i must sit over input pixel s*i + (s-1)/2 (coords.heatmap_to_image).
     A uniform stem kernel answers a point at x by the windows that cover it; their centre, mapped back, is x
     on average over positions (a 3x3 kernel at stride 2 would be half a pixel off)."""
+    from dataclasses import replace
+
     import torch.nn.functional as F
 
     from sslandmarks.coords import heatmap_to_image
-
-    from dataclasses import replace
 
     cfg = replace(SMALL, name="rcn+", levels=1, stem_stride=stride, input_size=(32, 32))
     conv = build_model(cfg).stem[0]

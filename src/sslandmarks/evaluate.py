@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from sslandmarks.config import Config
 from sslandmarks.data.dataset import LandmarkData
-from sslandmarks.data.sources import hidden_landmarks, normalizer, spec
+from sslandmarks.data.sources import flip_permutation, hidden_landmarks, normalizer, spec
 from sslandmarks.metrics import accuracy, landmark_consistency, landmark_metrics
 
 
@@ -46,15 +46,7 @@ def predict_all(model: nn.Module, images: Tensor, batch_size: int = 256,
 
 def mirror_perm(cfg: Config) -> tuple[int, ...] | None:
     """The mirror permutation when ``data.test_flip`` asks for test-time mirroring, else None."""
-    if not cfg.data.test_flip:
-        return None
-    layout = spec(cfg)
-    if layout is None or layout.flip is None:
-        from sslandmarks.errors import UserError
-
-        raise UserError(f"data.test_flip needs a data.spec with a flip permutation ({cfg.data.spec or 'none given'} "
-                        "has none): set data.test_flip=false")
-    return layout.flip
+    return flip_permutation(cfg, "data.test_flip") if cfg.data.test_flip else None
 
 
 def evaluate_data(
@@ -103,7 +95,7 @@ def evaluate_checkpoint(
     under ``skipped``."""
     from sslandmarks.checkpoint import model_from_checkpoint
     from sslandmarks.data.formats import Problems
-    from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, read_files, spec
+    from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, check_landmark_count, read_files, spec
     from sslandmarks.errors import UserError
 
     model, cfg = model_from_checkpoint(checkpoint)
@@ -121,9 +113,8 @@ def evaluate_checkpoint(
 
         samples = read_annotations(data, fmt or guess_format(data), problems)
         m = cfg.model
-        if samples and len(samples[0].landmarks) != m.num_landmarks:
-            raise UserError(f"{data}: {len(samples[0].landmarks)} landmarks per sample, but the model predicts "
-                            f"{m.num_landmarks}")
+        if samples:
+            check_landmark_count(data, len(samples[0].landmarks), cfg)
         crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin, cfg.data.spec)
         metrics = evaluate_data(model, crops, cfg, norm=cfg.data.normalizer or default)
         return {**metrics, "detector": {"name": "dlib-hog", "faces": len(samples), "found": len(crops),

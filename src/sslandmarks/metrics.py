@@ -81,8 +81,8 @@ def landmark_metrics(pred: Tensor, gt: Tensor, size: tuple[int, int], normalizer
     """Mean and per-landmark pixel error, NME (percent of the named normaliser), AUC and failure rate
     at 0.08 and 0.10, and the per-image NME (for CED plots)."""
     err = point_errors(pred, gt)
-    norm = normalizer_values(normalizer, gt, size, spec)
-    per_image = _nanmean(err, dim=1) / norm
+    per_image_px = _nanmean(err, dim=1)
+    per_image = per_image_px / normalizer_values(normalizer, gt, size, spec)
     out = {
         "n_images": int(gt.shape[0]),
         "mean_error_px": float(_nanmean(err)),
@@ -91,7 +91,7 @@ def landmark_metrics(pred: Tensor, gt: Tensor, size: tuple[int, int], normalizer
         "normalizer": normalizer,
     }
     if spec is not None and spec.normalizers:  # every normaliser the layout defines (e.g. inter-pupil too)
-        out["nme_by"] = {n: float(100.0 * _nanmean(_nanmean(err, dim=1) / normalizer_values(n, gt, size, spec)))
+        out["nme_by"] = {n: float(100.0 * _nanmean(per_image_px / normalizer_values(n, gt, size, spec)))
                          for n in spec.normalizers}
     valid = per_image[~torch.isnan(per_image)]
     out["per_image_nme"] = [float(v) for v in 100.0 * per_image]

@@ -102,6 +102,11 @@ def _attributes(outputs: dict[str, torch.Tensor], cfg) -> dict:
     return {"attributes": attrs, "confidence": conf} if conf else {"attributes": attrs}
 
 
+def _channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """``(H, W, 3)`` RGB as the model's input channels: itself, or ``(H, W, 1)`` grey."""
+    return rgb if channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
+
+
 def _iou(a, b) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -126,13 +131,12 @@ def detector_crops(samples: list, size: tuple[int, int], channels: int, margin: 
     for s in tqdm(samples, desc="detect", disable=not progress):
         rgb = read_image(s.image, 3)
         lo, hi = np.nanmin(s.landmarks, 0), np.nanmax(s.landmarks, 0)
-        boxes = [b for b in detect_faces(rgb) if _iou(b, (*lo, *hi)) >= 0.3]
-        if not boxes:
+        overlap, box = max(((_iou(b, (*lo, *hi)), b) for b in detect_faces(rgb)), default=(0.0, None))
+        if overlap < 0.3:
             missed.append(s.where or str(s.image))
             continue
-        t = box_to_crop(max(boxes, key=lambda b: _iou(b, (*lo, *hi))), size, margin, layout)
-        arr = rgb if channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
-        images.append(crop_image(arr, t, size)[0])
+        t = box_to_crop(box, size, margin, layout)
+        images.append(crop_image(_channels(rgb, channels), t, size)[0])
         landmarks.append(apply_points(t[None], torch.from_numpy(s.landmarks).float()[None])[0])
         transforms.append(t)
     if not images:
@@ -177,7 +181,7 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
             t[0, 0], t[1, 1] = size[1] / w, size[0] / h
             t[:2, 2] = torch.tensor([size[1] / w, size[0] / h]) * 0.5 - 0.5
             transforms = [t]
-        arr = rgb if cfg.model.in_channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
+        arr = _channels(rgb, cfg.model.in_channels)
         faces = []
         for box, t in zip(boxes, transforms):  # the same antialiased crop as in training
             landmarks, attributes = predict_all(model, crop_image(arr, t, size), flip_perm=flip_perm)

@@ -165,7 +165,7 @@ def fit(
     ``metrics.json``; empty on ranks other than 0) and the trained model (best checkpoint on rank 0)."""
     from lightning.fabric import Fabric
 
-    from sslandmarks.data.sources import spec
+    from sslandmarks.data.sources import flip_permutation
     from sslandmarks.evaluate import evaluate_data, mirror_perm
     from sslandmarks.outputs import ensure_writable_dir, write_json
     from sslandmarks.viz import save_figures
@@ -228,11 +228,8 @@ def fit(
     d = cfg.data
     aug_ranges = AffineRanges(d.augment_rotation_deg, d.augment_scale, d.augment_translate * max(cfg.model.input_size),
                               d.augment_flip)
-    flip_perm = spec(cfg).flip if spec(cfg) is not None else None
+    flip_perm = flip_permutation(cfg, "data.augment_flip") if d.augment_flip > 0 else None
     mirror_perm(cfg)  # a data.test_flip without a flip permutation fails now, not at the first validation
-    if d.augment_flip > 0 and flip_perm is None:
-        raise UserError(f"data.augment_flip={d.augment_flip} needs a data.spec with a flip permutation "
-                        f"({cfg.data.spec or 'none given'} has none): set data.augment_flip=0")
     use_aug = aug_ranges != AffineRanges()
     use_elt = "ELT" in terms and cfg.loss.alpha > 0
 

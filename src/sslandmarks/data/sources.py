@@ -43,6 +43,24 @@ def spec(cfg: Config):
     return SPECS[cfg.data.spec]
 
 
+def flip_permutation(cfg: Config, setting: str) -> tuple[int, ...]:
+    """The layout's mirror permutation, which ``setting`` (a config key that mirrors images) needs."""
+    layout = spec(cfg)
+    if layout is None or layout.flip is None:
+        raise UserError(f"{setting} needs a data.spec with a flip permutation ({cfg.data.spec or 'none given'} "
+                        f"has none): turn {setting} off")
+    return layout.flip
+
+
+def check_landmark_count(path: str, k: int, cfg: Config) -> None:
+    """Annotations with ``k`` landmarks per sample must match the model's output."""
+    from sslandmarks.data.formats import DataError
+
+    if k != cfg.model.num_landmarks:
+        raise DataError(f"{path}: {k} landmarks per sample, but the model predicts {cfg.model.num_landmarks} "
+                        "(use a checkpoint trained for this layout, or set model.num_landmarks)")
+
+
 def normalizer(cfg: Config) -> str:
     """The NME normaliser: ``data.normalizer``, else the spec's default, else the dataset's."""
     if cfg.data.normalizer:
@@ -71,10 +89,7 @@ def read_files(path: str | tuple[str, ...], cfg: Config, problems, fmt: str | No
         samples = [s for s in samples if str(s.attributes.get(column)) in keep]
         if not samples:
             raise DataError(f"{path}: no sample has {column} in {', '.join(keep)}")
-    k = len(samples[0].landmarks)
-    if k != cfg.model.num_landmarks:
-        raise DataError(f"{path}: {k} landmarks per sample, but the model predicts {cfg.model.num_landmarks} "
-                        "(use a checkpoint trained for this layout, or set model.num_landmarks)")
+    check_landmark_count(path, len(samples[0].landmarks), cfg)
     m = cfg.model
     names = {h.name: h.labels for h in m.heads if h.kind == "class" and h.labels}
     data = load_cropped(samples, m.input_size, m.in_channels, cfg.data.crop_margin, problems, class_counts(cfg), names)
