@@ -27,6 +27,8 @@ def test_overrides_and_variants():
     assert cfg.loss.variant == "L" and cfg.train.steps == 7 and cfg.model.pointwise == (3, 4)
     assert variant_terms("L+ELT+A") == {"L", "ELT", "A"}
     assert parse_overrides(["variant=L+A"]) == {"loss": {"variant": "L+A"}}
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float field still takes it
+    assert load_config(CONFIGS[0], ["train.lr=1e-3"]).train.lr == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,7 @@ def test_overrides_and_variants():
         (["loss.variant=L+X"], "loss.variant"),
         (["model.name=resnet"], None),
         (["train.steps=many"], "must be int"),
+        (["train.lr=fast"], "must be a number"),
         (["oops"], "KEY=VALUE"),
     ],
 )

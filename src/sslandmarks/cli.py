@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sslandmarks.data.sources import load_splits
     from sslandmarks.train import fit
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, [*(args.set or []), *([f"train.init={args.init}"] if args.init else [])])
     problems = Problems(args.skip_bad)
     splits = load_splits(cfg, problems)
     if problems.items:
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set loss.variant=L --set train.steps=500 (repeatable)")
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    t.add_argument("--init", metavar="CKPT_OR_MODEL", help="fine-tune: start from a checkpoint's weights or a "
+                   "bundled model's (e.g. face68) with a fresh optimiser and schedule; tensors whose shape differs "
+                   "(another landmark count) start fresh (same as --set train.init=...)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--skip-bad", action="store_true", help="skip bad samples (reported) instead of stopping")
     t.add_argument("--devices", type=int, default=1,

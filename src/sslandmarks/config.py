@@ -114,6 +114,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "32-true"  # 32-true | bf16-mixed
     channels_last: bool = True
+    # start from these weights (a checkpoint path or a bundled model name) with a fresh optimiser and
+    # schedule: fine-tuning; tensors whose name or shape differ (e.g. another landmark count) start fresh
+    init: str = ""
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is bool and not isinstance(value, bool):
         raise UserError(f"config key {path!r} must be true or false, got {value!r}")
     if tp in (int, str) and (not isinstance(value, tp) or isinstance(value, bool)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +153,29 @@ def _start_log(path: Path, columns: list[str], resume_step: int | None) -> None:
         csv.writer(f).writerows([columns, *rows])
 
 
+def init_weights(model: nn.Module, source: str, verbose: bool = True) -> list[str]:
+    """Copy into ``model`` every tensor of ``source`` (a checkpoint path or a bundled model name) whose
+    name and shape match; returns the names left at their fresh initialisation (reported on stderr)."""
+    from sslandmarks.pretrained import PRETRAINED, pretrained_path
+
+    path = pretrained_path(source) if source in PRETRAINED else source
+    if not Path(path).is_file():
+        raise UserError(f"train.init={source!r} is neither a checkpoint file nor a bundled model name "
+                        "(`sslandmarks models` lists them)")
+    theirs = load_checkpoint(path)["model"]
+    ours = model.state_dict()
+    keep = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if not any(k for k in keep if not k.endswith("num_batches_tracked")):
+        raise UserError(f"train.init={source!r}: none of its weights fit this config's model "
+                        "(a different architecture or width)")
+    model.load_state_dict(keep, strict=False)
+    fresh = [k for k in ours if k not in keep]
+    if verbose:
+        extra = f"; fresh: {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}" if fresh else ""
+        print(f"init: {len(keep)} of {len(ours)} tensors from {path}{extra}", file=sys.stderr)
+    return fresh
+
+
 def fit(
     cfg: Config,
     splits: Splits,
@@ -211,6 +235,8 @@ def fit(
         rng = state["rng"]
         if rng.shape[0] == world:
             torch.set_rng_state(rng[rank].clone())
+    elif tc.init:
+        init_weights(model, tc.init, verbose=rank == 0)
     model, optimizer = fabric.setup(model, optimizer)
     device = fabric.device
 
