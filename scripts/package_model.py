@@ -32,6 +32,18 @@ def _metrics_line(m: dict) -> str:
     return f"{m['n_images']} images: " + "; ".join(cells)
 
 
+def _init_note(init: str) -> str:
+    """How the weights started when the run was a fine-tune (``train.init``)."""
+    if not init:
+        return ""
+    if not Path(init).is_file():
+        return f", starting from the weights of {init}"
+    state = load_checkpoint(init)
+    t = state["config"]["train"]
+    return (f", starting from the best weights ({state['step']:,} of {t['steps']:,} steps, lr {t['lr']:g} "
+            f"{t['schedule']}) of a first run")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)
@@ -77,7 +89,8 @@ def main() -> int:
         f"{d.augment_scale[1]:g}, shift +-{d.augment_translate:.0%}, mirror p={d.augment_flip:g} |",
         f"| loss | {cfg.loss.variant} (lambda {cfg.loss.lam:g}, alpha {cfg.loss.alpha:g}, ELT on {cfg.loss.elt_on}) |",
         f"| training | {state['step']:,} of {cfg.train.steps:,} Adam steps (best validation checkpoint), batches "
-        f"{cfg.train.batch_labelled} + {cfg.train.batch_unlabelled}, lr {cfg.train.lr:g} {cfg.train.schedule} |",
+        f"{cfg.train.batch_labelled} + {cfg.train.batch_unlabelled}, lr {cfg.train.lr:g} {cfg.train.schedule}"
+        f"{_init_note(cfg.train.init)} |",
         "", "## Measured", "",
         f"- validation: {_metrics_line(metrics['val'])}",
         f"- test ({', '.join(d.test_path)}): {_metrics_line(metrics['test'])}",
