@@ -41,7 +41,7 @@ def _init_note(init: str) -> str:
     state = load_checkpoint(init)
     t = state["config"]["train"]
     return (f", starting from the best weights ({state['step']:,} of {t['steps']:,} steps, lr {t['lr']:g} "
-            f"{t['schedule']}) of a first run")
+            f"{t['schedule']}) of the run it continues")
 
 
 def main() -> int:
