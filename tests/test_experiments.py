@@ -35,6 +35,7 @@ def test_tiny_grid_end_to_end_and_rerun_skips_finished_cells(tmp_path, capsys):
     assert [r["paper"] for r in rows if r["model"] == "Seq-MT (L)"][:2] == ["8.33", "3.95"]
     md = (tmp_path / "table.md").read_text()
     assert "| Seq-MT (L+ELT+A) |" in md and ("(6.25)" in md or "(**6.25**)" in md)
+    assert f"`{TINY[0]}`" in md and "training loops:" in md  # the --set changes are stated beside the figures
     assert (tmp_path / "plot.png").stat().st_size > 10_000
     before = (tmp_path / "table.csv").read_text()
     t0 = time.time()

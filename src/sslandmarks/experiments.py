@@ -292,7 +292,7 @@ def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, e
                 bar.update()
     bar.close()
     results = collect(table, out, seeds)
-    write_outputs(table, results, out, seeds, quick, time.time() - t0)
+    write_outputs(table, results, out, seeds, quick, time.time() - t0, extra)
     if table.compare:
         compare_figure(table, out, quick, extra)
     return results
@@ -301,6 +301,19 @@ def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, e
 def _stats(vals: list[float]) -> tuple[float, float]:
     t = torch.tensor(vals, dtype=torch.float64)
     return (float(t.mean()), float(t.std(unbiased=False))) if vals else (math.nan, math.nan)
+
+
+def training_minutes(table: Table, out: Path, seeds: int) -> float:
+    """Sum over the finished cells of their training time (the ``seconds`` column of each ``log.csv``)."""
+    total = 0.0
+    for row in table.rows:
+        for pct in table.fractions:
+            for seed in range(seeds):
+                log = cell_dir(out, row, pct, seed) / "log.csv"
+                if (log.parent / "metrics.json").is_file() and log.is_file():
+                    rows = list(csv.DictReader(log.open()))
+                    total += float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else 0.0
+    return total / 60
 
 
 def collect(table: Table, out: Path, seeds: int) -> list[dict]:
@@ -369,8 +382,10 @@ def _md_table(table: Table, results: list[dict], key: str, paper_key: str, lower
     return lines
 
 
-def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quick: bool, seconds: float) -> None:
-    """``table.csv``, ``table.md`` and ``plot.png`` (+ ``accuracy.csv`` where the table has a class head)."""
+def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quick: bool, seconds: float,
+                  extra: list[str] | None = None) -> None:
+    """``table.csv``, ``table.md`` and ``plot.png`` (+ ``accuracy.csv`` where the table has a class head);
+    ``extra`` (the ``--set`` overrides of every cell) is stated in ``table.md``."""
     from sslandmarks.viz import table_plot
 
     metric = "error" if table.unit == "px" else "nme"
@@ -392,7 +407,11 @@ def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quic
     lines = [f"# {table.title}", "",
              f"Ours: mean +- std over {seeds} seed(s){' (--quick: short runs, not a result)' if quick else ''}"
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
-             f"Device: {device}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min.", ""]
+             f"Device: {device}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min "
+             f"(the cells' training loops: {training_minutes(table, out, seeds):.1f} min in all).", ""]
+    if extra:
+        lines += ["Every cell ran with these changes to the configs (`--set`): "
+                  + ", ".join(f"`{item}`" for item in extra) + ".", ""]
     if table.note:
         lines += [table.note, ""]
     lines += _md_table(table, results, "mean", "paper", True, list(table.rows))
