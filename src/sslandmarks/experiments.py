@@ -311,7 +311,8 @@ def training_minutes(table: Table, out: Path, seeds: int) -> float:
             for seed in range(seeds):
                 log = cell_dir(out, row, pct, seed) / "log.csv"
                 if (log.parent / "metrics.json").is_file() and log.is_file():
-                    rows = list(csv.DictReader(log.open()))
+                    with log.open(newline="") as f:
+                        rows = list(csv.DictReader(f))
                     total += float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else 0.0
     return total / 60
 
