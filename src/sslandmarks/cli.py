@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sslandmarks.errors import UserError
@@ -25,7 +26,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sslandmarks.data.sources import load_splits
     from sslandmarks.train import fit
 
-    cfg = load_config(args.config, [*(args.set or []), *([f"train.init={args.init}"] if args.init else [])])
+    cfg = load_config(args.config, args.set)
+    if args.init:
+        cfg = replace(cfg, train=replace(cfg.train, init=args.init))
     problems = Problems(args.skip_bad)
     splits = load_splits(cfg, problems)
     if problems.items:

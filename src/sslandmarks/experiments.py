@@ -303,32 +303,29 @@ def _stats(vals: list[float]) -> tuple[float, float]:
     return (float(t.mean()), float(t.std(unbiased=False))) if vals else (math.nan, math.nan)
 
 
-def training_minutes(table: Table, out: Path, seeds: int) -> float:
-    """Sum over the finished cells of their training time (the ``seconds`` column of each ``log.csv``)."""
-    total = 0.0
-    for row in table.rows:
-        for pct in table.fractions:
-            for seed in range(seeds):
-                log = cell_dir(out, row, pct, seed) / "log.csv"
-                if (log.parent / "metrics.json").is_file() and log.is_file():
-                    with log.open(newline="") as f:
-                        rows = list(csv.DictReader(f))
-                    total += float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else 0.0
-    return total / 60
+def _logged_seconds(log: Path) -> float:
+    """The training time a run's ``log.csv`` ends with (0 when there is none)."""
+    if not log.is_file():
+        return 0.0
+    with log.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else 0.0
 
 
 def collect(table: Table, out: Path, seeds: int) -> list[dict]:
-    """Mean and std over the finished seeds of each cell (and of the class accuracy, for rows with A)."""
+    """Mean and std over the finished seeds of each cell (and of the class accuracy, for rows with A), and
+    the cell's summed training time (``train_minutes``: the last ``seconds`` of each seed's ``log.csv``)."""
     rows = []
     for row in table.rows:
         for pct in table.fractions:
             if pct == 100.0 and row.name in table.no_full:
                 continue
-            vals, accs, more = [], [], {key: [] for key, _, _ in table.also}
+            vals, accs, more, seconds = [], [], {key: [] for key, _, _ in table.also}, 0.0
             for seed in range(seeds):
                 m = cell_dir(out, row, pct, seed) / "metrics.json"
                 if m.is_file():
                     metrics = json.loads(m.read_text())
+                    seconds += _logged_seconds(m.parent / "log.csv")
                     vals.append(metrics[table.metric])
                     if table.accuracy and "A" in row.variant.split("+"):
                         accs.append(100.0 * metrics["attribute_accuracy"][table.accuracy])
@@ -338,7 +335,7 @@ def collect(table: Table, out: Path, seeds: int) -> list[dict]:
                             more[key].append(100.0 * v if key.startswith("attribute_accuracy") else v)
             mean, std = _stats(vals)
             r = {"model": row.name, "labelled_pct": pct, "mean": mean, "std": std, "seeds": len(vals),
-                 "paper": row.paper.get(pct)}
+                 "paper": row.paper.get(pct), "train_minutes": seconds / 60}
             for key, v in more.items():
                 r[f"{key}_mean"], r[f"{key}_std"] = _stats(v)
             if accs:
@@ -409,7 +406,7 @@ def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quic
              f"Ours: mean +- std over {seeds} seed(s){' (--quick: short runs, not a result)' if quick else ''}"
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
              f"Device: {device}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min "
-             f"(the cells' training loops: {training_minutes(table, out, seeds):.1f} min in all).", ""]
+             f"(the cells' training loops: {sum(r['train_minutes'] for r in results):.1f} min in all).", ""]
     if extra:
         lines += ["Every cell ran with these changes to the configs (`--set`): "
                   + ", ".join(f"`{item}`" for item in extra) + ".", ""]

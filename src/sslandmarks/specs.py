@@ -55,3 +55,11 @@ SPECS: dict[str, LandmarkSpec] = {
     "hand-21": LandmarkSpec("hand-21", 21, None, {"palm_width": (5, 17)}, "palm_width"),
 }
 
+
+
+def mtfl5_from_300w68(points):
+    """MTFL's 5 points (eye centres, nose tip, mouth corners) from a 300-W 68-point annotation ``(68, 2)``
+    numpy array: the eye centres are the means of the eye contours (points 37-42 and 43-48, 1-based)."""
+    import numpy as np
+
+    return np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])

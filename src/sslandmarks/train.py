@@ -165,7 +165,7 @@ def init_weights(model: nn.Module, source: str, verbose: bool = True) -> list[st
     theirs = load_checkpoint(path)["model"]
     ours = model.state_dict()
     keep = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
-    if not any(k for k in keep if not k.endswith("num_batches_tracked")):
+    if all(k.endswith("num_batches_tracked") for k in keep):
         raise UserError(f"train.init={source!r}: none of its weights fit this config's model "
                         "(a different architecture or width)")
     model.load_state_dict(keep, strict=False)
