@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sslandmarks.data.detect import DLIB_TO_LANDMARK_BOX
 from sslandmarks.data.formats import Problems, read_annotations
 from sslandmarks.metrics import landmark_metrics
-from sslandmarks.predict import DLIB_TO_LANDMARK_BOX
 from sslandmarks.specs import SPECS
 
 folder = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/300w-partial/helen/testset")

@@ -17,7 +17,7 @@ from pathlib import Path
 from sslandmarks.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from sslandmarks.config import to_dict
 from sslandmarks.data.sources import load_splits
-from sslandmarks.evaluate import evaluate_data
+from sslandmarks.inference import evaluate_data
 from sslandmarks.pretrained import PRETRAINED, WEIGHTS
 
 

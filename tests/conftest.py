@@ -1,11 +1,40 @@
-"""Shared fixtures: a tiny Blocks config for fast end-to-end runs, and where the real data lives."""
+"""Shared helpers and fixtures: where the project and the real data live, a tiny Blocks config for fast
+end-to-end runs, and running the command line in a fresh process.
+
+Test files import the helpers with ``from conftest import ROOT, sets, ...`` (pytest puts ``tests/`` on
+``sys.path``)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+ROOT = Path(__file__).resolve().parents[1]  # the project: configs/, src/, tests/
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the real datasets, beside the project (optional)
+BLOCKS = str(ROOT / "configs" / "blocks.yaml")
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+requires_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)"
+)
+
+
+def sets(items: list[str]) -> list[str]:
+    """``["a=1", "b=2"]`` -> ``["--set", "a=1", "--set", "b=2"]``."""
+    return [a for item in items for a in ("--set", item)]
+
+
+def run_module(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m sslandmarks ARGS`` in a fresh process (exit code, stdout and stderr captured)."""
+    return subprocess.run([sys.executable, "-m", "sslandmarks", *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout, cwd=ROOT)
 
 
 @pytest.fixture
@@ -17,4 +46,3 @@ def tiny_overrides() -> list[str]:
         "train.batch_labelled=4", "train.batch_unlabelled=4", "train.eval_every=5", "train.log_every=5",
         "train.checkpoint_every=5",
     ]
-

@@ -1,17 +1,19 @@
-from pathlib import Path
-
 import pytest
+import torch
 
-from sslandmarks.config import Config, from_dict, load_config, parse_overrides, to_dict, variant_terms
+from conftest import ROOT
+from sslandmarks import config
+from sslandmarks.config import Config, from_dict, load_config, parse_overrides, to_dict, variant_terms, with_overrides
 from sslandmarks.errors import UserError
 from sslandmarks.models import build_model
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
-def test_there_are_configs():
+def test_there_are_configs_and_the_package_ships_them():
     names = {p.name for p in CONFIGS}
     assert {"blocks.yaml", "shapes.yaml"} <= names
+    assert names == {p.name for p in config.CONFIGS.glob("*.yaml")}  # ./configs is the packaged folder
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -64,5 +66,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(bad)
 
 
-def test_defaults_are_valid():
-    assert isinstance(Config(), Config)
+def test_defaults_round_trip_and_build():
+    cfg = Config()
+    assert from_dict({}) == cfg and from_dict(to_dict(cfg)) == cfg
+    assert build_model(cfg.model)(torch.zeros(1, 1, 60, 60)).landmarks.shape == (1, 5, 2)
+
+
+def test_with_overrides_merges_nested_values_and_validates():
+    cfg = load_config(CONFIGS[0])
+    new = with_overrides(cfg, {"train": {"steps": 7}, "model": {"pointwise": [3]}})
+    assert new.train.steps == 7 and new.model.pointwise == (3,) and new.train.lr == cfg.train.lr
+    assert cfg.train.steps != 7  # the original is untouched (frozen)
+    with pytest.raises(UserError, match="outside"):
+        with_overrides(cfg, {"data": {"labelled_pct": 0}})
+    with pytest.raises(UserError, match="unknown config key 'train.stepz'"):
+        with_overrides(cfg, {"train": {"stepz": 1}})

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sslandmarks.cli import main
-from sslandmarks.experiments import BLOCKS_TABLE1, cells
+from sslandmarks.tables import BLOCKS_TABLE1, cells
 
 TINY = ["data.n_train=60", "data.n_val=16", "data.n_test=16", "model.width=2", "model.depth=1", "model.kernel=3",
         "model.pointwise=[2]", "model.mlp_hidden=[8]", "train.batch_labelled=2", "train.batch_unlabelled=2",
@@ -111,7 +111,7 @@ def _hand_manifest(root) -> str:
 def test_hgr1_table_with_generated_hands(tmp_path):
     """The HGR1 runner end to end on a generated manifest: NME by palm width, the gesture-accuracy table
     (rows with A only, the paper's Table S3 beside), the Fig. 7-like comparison, and row/column selection."""
-    from sslandmarks.experiments import HGR1_TABLE2
+    from sslandmarks.tables import HGR1_TABLE2
 
     manifest = _hand_manifest(tmp_path)
     sets = [f"data.{k}_path=[{manifest}]" for k in ("train", "val", "test")] + [

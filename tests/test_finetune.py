@@ -8,11 +8,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from sslandmarks.checkpoint import load_checkpoint, save_checkpoint
+from sslandmarks.checkpoint import init_weights, load_checkpoint, save_checkpoint
 from sslandmarks.cli import main
 from sslandmarks.config import load_config, to_dict
 from sslandmarks.models import build_model
-from sslandmarks.train import init_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = str(ROOT / "configs" / "blocks.yaml")

@@ -80,31 +80,3 @@ def test_heatmap_cross_entropy_by_hand():
     maps[0, 0, 2, 1] = 100.0  # the target pixel (x=1, y=2) of landmark 0 dominates
     per = heatmap_ce_loss(maps, target, torch.tensor([[True, False]]))
     assert per.item() == pytest.approx(0.0, abs=1e-6)
-
-
-def test_metrics_normalisers_auc_and_failure_by_hand():
-    from sslandmarks.metrics import auc_failure, landmark_metrics, pair_distance
-
-    gt = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [0.0, 3.0], [4.0, 3.0]]])
-    pred = gt + torch.tensor([1.0, 0.0])
-    m = landmark_metrics(pred, gt, (10, 10), "box_diagonal")
-    assert m["mean_error_px"] == 1.0 and m["nme"] == pytest.approx(20.0)  # 1 / 5
-    assert landmark_metrics(pred, gt, (10, 10), "face_size")["nme"] == pytest.approx(100 / math.sqrt(12))
-    assert pair_distance(gt, (0, 2), (1, 3)).item() == pytest.approx(4.0)  # group means (0,1.5) and (4,1.5)
-    from sslandmarks.specs import LandmarkSpec
-
-    spec = LandmarkSpec("t", 4, None, {"corners": (0, 3), "groups": ((0, 2), (1, 3))}, "corners")
-    by = landmark_metrics(pred, gt, (10, 10), "corners", spec)["nme_by"]
-    assert by == {"corners": pytest.approx(20.0), "groups": pytest.approx(25.0)}  # 1 / 5 and 1 / 4
-    auc, fr = auc_failure(torch.tensor([0.0, 0.04, 0.2]), 0.08)
-    assert fr == pytest.approx(1 / 3)
-    # CED: 1/3 on [0, 0.04), 2/3 on [0.04, 0.08] -> area / 0.08 = (1/3 * 0.5 + 2/3 * 0.5) = 0.5
-    assert auc == pytest.approx(0.5, abs=2e-3)
-
-
-def test_300w_flip_permutation_is_an_involution_mapping_left_eye_to_right():
-    from sslandmarks.specs import SPECS
-
-    flip = SPECS["300w-68"].flip
-    assert all(flip[flip[k]] == k for k in range(68))
-    assert flip[36] == 45 and flip[0] == 16 and flip[30] == 30 and flip[48] == 54 and flip[62] == 62

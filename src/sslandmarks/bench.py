@@ -15,11 +15,15 @@ import platform
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from sslandmarks.config import Config, from_dict, load_config, merge, to_dict
+from sslandmarks.config import CONFIGS, Config, load_config, with_overrides
+from sslandmarks.data.augment import augment
 from sslandmarks.data.dataset import LandmarkData
+from sslandmarks.errors import UserError
 from sslandmarks.geometry import AffineRanges, sample_affine
-from sslandmarks.models import build_model
+from sslandmarks.models import build_model, model_entry
+from sslandmarks.train import compute_losses, total_loss
 
 # name -> (config file, overrides): Tables S7 (Blocks), S8 (hands), S9 (300W)
 BENCH_MODELS = {
@@ -70,12 +74,9 @@ def _fake_data(cfg: Config, n: int, device: torch.device) -> LandmarkData:
 def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tuple[int, int] | None = None,
                 infer_batch: int = 256) -> dict:
     """Measure one model; ``batch = (labelled, unlabelled)`` per step (default: the config's)."""
-    from sslandmarks.data.augment import augment
-    from sslandmarks.experiments import CONFIGS
-    from sslandmarks.train import compute_losses, total_loss
-
     file, extra = BENCH_MODELS[name]
-    cfg = from_dict(merge(to_dict(load_config(CONFIGS / file)), extra))
+    cfg = with_overrides(load_config(CONFIGS / file), extra)
+    kind = model_entry(cfg.model.name).landmark_loss
     bl, bu = batch or (cfg.train.batch_labelled, cfg.train.batch_unlabelled)
     cuda = device.type == "cuda"
     model = build_model(cfg.model).to(device).to(memory_format=torch.channels_last)
@@ -97,7 +98,7 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
         if aug != AffineRanges():
             batch_ = augment(batch_, sample_affine(bl + bu, aug, size, device=device)[0])
         with autocast:
-            losses = compute_losses(model, batch_, cfg.loss, sample_affine(bl + bu, elt, size, device=device)[0],
+            losses = compute_losses(model, batch_, cfg.loss, kind, sample_affine(bl + bu, elt, size, device=device)[0],
                                     channels_last=True)
             loss = total_loss(losses, cfg.loss)
         opt.zero_grad(set_to_none=True)
@@ -107,12 +108,9 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
     passes = bl + 2 * bu if "ELT" in cfg.loss.variant else bl + bu
     ceiling_x = torch.rand(passes, cfg.model.in_channels, *size, device=device).contiguous(
         memory_format=torch.channels_last)
-    # the conv layers that make the maps (RCN+ has no separate stack: its whole net up to the maps)
-    layers = model.localizer if hasattr(model, "localizer") else (lambda x: model(x).heatmaps)
-
-    def ceiling_step() -> None:
+    def ceiling_step() -> None:  # the conv layers that make the maps
         with autocast:
-            out = layers(ceiling_x)
+            out = model.heatmaps(ceiling_x)
         out.float().mean().backward()
 
     infer_x = torch.rand(infer_batch, cfg.model.in_channels, *size, device=device)
@@ -122,8 +120,6 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
     def infer_step() -> None:
         with autocast:
             model(infer_x)
-
-    from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
         train_step()
@@ -145,8 +141,6 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
 def run_bench(device: str = "auto", seconds: float = 2.0, models: list[str] | None = None) -> dict:
     dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     if device == "cuda" and dev.type != "cuda":
-        from sslandmarks.errors import UserError
-
         raise UserError("--device cuda: CUDA is not available on this machine")
     peak = matmul_peak_tflops(dev)
     cpu = f"CPU {platform.processor() or platform.machine()}"

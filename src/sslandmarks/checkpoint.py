@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import torch
@@ -10,27 +10,18 @@ from torch import nn
 
 from sslandmarks.config import Config, from_dict
 from sslandmarks.errors import UserError
+from sslandmarks.models import build_model
+from sslandmarks.outputs import atomic_path
+from sslandmarks.pretrained import PRETRAINED, pretrained_path
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Atomic write: a temporary file in the same folder, fsync, then rename over ``path``.
+    """Atomic write (:func:`~sslandmarks.outputs.atomic_path`: temporary file, fsync, rename over ``path``).
 
     A kill at any moment leaves either the previous checkpoint or the new one, never a torn file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -52,8 +43,6 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
     """Rebuild the model a checkpoint was trained with, in eval mode, and its config."""
-    from sslandmarks.models import build_model
-
     state = load_checkpoint(path)
     try:
         cfg = from_dict(state["config"])
@@ -65,3 +54,24 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not match the model in its config ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), cfg
+
+
+def init_weights(model: nn.Module, source: str, verbose: bool = True) -> list[str]:
+    """Copy into ``model`` every tensor of ``source`` (a checkpoint path or a bundled model name) whose
+    name and shape match; returns the names left at their fresh initialisation (reported on stderr)."""
+    path = pretrained_path(source) if source in PRETRAINED else source
+    if not Path(path).is_file():
+        raise UserError(f"train.init={source!r} is neither a checkpoint file nor a bundled model name "
+                        "(`sslandmarks models` lists them)")
+    theirs = load_checkpoint(path)["model"]
+    ours = model.state_dict()
+    keep = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if all(k.endswith("num_batches_tracked") for k in keep):
+        raise UserError(f"train.init={source!r}: none of its weights fit this config's model "
+                        "(a different architecture or width)")
+    model.load_state_dict(keep, strict=False)
+    fresh = [k for k in ours if k not in keep]
+    if verbose:
+        extra = f"; fresh: {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}" if fresh else ""
+        print(f"init: {len(keep)} of {len(ours)} tensors from {path}{extra}", file=sys.stderr)
+    return fresh

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from sslandmarks.errors import UserError
 from sslandmarks.pretrained import resolve
+from sslandmarks.tables import FIGURES, TABLES
+
+# Workflow modules are imported inside the commands: they pull in torch, and `--help` should not wait for it.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,11 +27,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sslandmarks.config import load_config
     from sslandmarks.data.formats import Problems
     from sslandmarks.data.sources import load_splits
-    from sslandmarks.train import fit
+    from sslandmarks.outputs import ensure_writable_dir
+    from sslandmarks.train import check_run, fit
 
     cfg = load_config(args.config, args.set)
     if args.init:
         cfg = replace(cfg, train=replace(cfg.train, init=args.init))
+    check_run(cfg, args.out, args.resume)  # before the data are read: refusals come at once
+    ensure_writable_dir(args.out)
     problems = Problems(args.skip_bad)
     splits = load_splits(cfg, problems)
     if problems.items:
@@ -90,8 +96,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from sslandmarks.experiments import FIGURES, run_shapes_figure3, run_table
     from sslandmarks.outputs import ensure_writable_dir
+    from sslandmarks.runner import run_shapes_figure3, run_table
 
     ensure_writable_dir(args.out)
     if args.table == "shapes-figure3":
@@ -157,10 +163,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="a bundled pretrained model by name (`sslandmarks models` lists them)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sslandmarks", description="Semi-supervised landmark localisation (Seq-MT, soft-argmax, ELT).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _train_args(sub) -> None:
     t = sub.add_parser("train", help="train a model from a YAML config",
                        description="Train from a config; writes config.yaml, checkpoints/{last,best}.ckpt, "
                        "log.csv, metrics.json and predictions.png into --out.")
@@ -178,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes (GPUs, or CPU processes with --set train.device=cpu) per node; >1 uses DDP")
     t.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP (torchrun or SLURM)")
 
+
+def _evaluate_args(sub) -> None:
     e = sub.add_parser("evaluate", help="score a checkpoint on a dataset",
                        description="Write n_images, mean_error_px, nme (+normalizer), per-landmark error and "
                        "attribute accuracy to a JSON file.")
@@ -193,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--detector", choices=["dlib"], help="crop each face from dlib's detector box, as predict does, "
                    "instead of from its ground-truth landmarks (the paper's protocol); needs the 'detect' extra")
 
+
+def _predict_args(sub) -> None:
     r = sub.add_parser("predict", help="predict landmarks on image files",
                        description="Face models (trained on crops) find faces with dlib's HOG detector (the "
                        "'detect' extra) and predict on each; whole-image models see the image resized. Writes "
@@ -201,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
     r.add_argument("--out", required=True, help="output folder")
 
+
+def _demo_export_models_args(sub) -> None:
     d = sub.add_parser("demo", help="Seq-MT (L) vs (L+ELT+A) on Blocks with 5 %% labelled landmarks",
                        description="Trains both models (about 10 minutes on 2 CPU cores), prints test errors and "
                        "writes summary.json and predictions.png into --out.")
@@ -212,11 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "difference between ONNX Runtime and PyTorch (must be below 1e-3 px).")
     _model_args(o)
     o.add_argument("--onnx", required=True, help="file to write")
-
     m = sub.add_parser("models", help="list the bundled pretrained models, or show one's model card",
                        description="Pretrained models ship inside the package and load by name with --model.")
     m.add_argument("name", nargs="?", help="show this model's card (data, protocol, metrics, licence)")
 
+
+def _bench_args(sub) -> None:
     b = sub.add_parser("bench", help="training and inference speed against the hardware ceiling",
                        description="For each paper model: end-to-end L+ELT+A training images/s, the ceiling (the "
                        "same layers, same passes, random tensors), inference images/s, TFLOP/s and the share of a "
@@ -226,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=2.0, help="minimum timing per measurement")
     b.add_argument("--models", nargs="+", help="subset of models (default: all)")
 
-    from sslandmarks.experiments import FIGURES, TABLES
 
+def _reproduce_args(sub) -> None:
     x = sub.add_parser("reproduce", help="reproduce a table of the paper (a grid of runs)",
                        description="Runs every (model, labelled fraction, seed) cell, skipping finished ones, and "
                        "writes table.csv, table.md (ours beside the paper) and plot.png into --out.")
@@ -242,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--models", nargs="+", metavar="ROW",
                    help="run only these rows, named as in the table (e.g. --models 'Seq-MT (L)' 'Seq-MT (L+A)')")
     x.add_argument("--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sslandmarks", description="Semi-supervised landmark localisation (Seq-MT, soft-argmax, ELT).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_train_args, _evaluate_args, _predict_args, _demo_export_models_args, _bench_args, _reproduce_args):
+        add(sub)
     return p
 
 

@@ -16,6 +16,7 @@ import yaml
 from sslandmarks.errors import UserError
 
 VARIANTS = ("L", "L+A", "L+ELT", "L+ELT+A", "A", "A+ELT")
+CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped with the package; ./configs links here
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "32-true"  # 32-true | bf16-mixed
+    precision: str = "32-true"  # 32-true | bf16-mixed | 64-true (float64, for checks of the arithmetic)
     channels_last: bool = True
     # start from these weights (a checkpoint path or a bundled model name) with a fresh optimiser and
     # schedule: fine-tuning; tensors whose name or shape differ (e.g. another landmark count) start fresh
@@ -251,6 +252,11 @@ def merge(base: dict, extra: dict) -> dict:
 
 def from_dict(data: dict, overrides: dict | None = None) -> Config:
     return _build(Config, merge(data or {}, overrides or {}))
+
+
+def with_overrides(cfg: Config, overrides: dict) -> Config:
+    """``cfg`` with the nested ``overrides`` applied, e.g. ``{"train": {"steps": 30}}`` (validated like a file)."""
+    return from_dict(to_dict(cfg), overrides)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sslandmarks.config import Config, from_dict, to_dict, variant_terms
+from sslandmarks.checkpoint import model_from_checkpoint
+from sslandmarks.config import CONFIGS, Config, load_config, merge, variant_terms, with_overrides
+from sslandmarks.data.sources import load_splits
+from sslandmarks.data.synthetic import block_figure_canvases
+from sslandmarks.inference import predict_all
+from sslandmarks.outputs import write_json
+from sslandmarks.train import fit
+from sslandmarks.viz import block_classes, prediction_grid
 
 # (variant, overrides) of the two runs; everything else is configs/blocks.yaml's values.
 DEMO_RUNS: dict[str, dict] = {
@@ -23,24 +30,13 @@ QUICK = {"train": {"steps": 6, "eval_every": 3, "log_every": 3, "checkpoint_ever
 
 
 def demo_config(variant: str, quick: bool = False) -> Config:
-    from sslandmarks.config import load_config, merge
-    from sslandmarks.experiments import CONFIGS
-
-    data = merge(to_dict(load_config(CONFIGS / "blocks.yaml")), {"data": DEMO_DATA})
-    data = merge(data, DEMO_RUNS[variant])
-    return from_dict(merge(data, QUICK) if quick else data)
+    overrides = merge({"data": DEMO_DATA}, DEMO_RUNS[variant])
+    return with_overrides(load_config(CONFIGS / "blocks.yaml"), merge(overrides, QUICK) if quick else overrides)
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool = True) -> dict:
     """Train both runs (resuming or reusing finished ones in ``out``), print a table, write
     ``summary.json`` and ``predictions.png``."""
-    from sslandmarks.checkpoint import model_from_checkpoint
-    from sslandmarks.data.sources import load_splits
-    from sslandmarks.evaluate import predict_all
-    from sslandmarks.outputs import write_json
-    from sslandmarks.train import fit
-    from sslandmarks.viz import block_classes, prediction_grid
-
     out = Path(out)
     summary, preds = {}, {}
     splits = None
@@ -63,7 +59,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, progress: bool 
     summary["ratio_L+ELT+A_to_L"] = e_err / l_err
     write_json(summary, out / "summary.json")
     prediction_grid(splits.test.images[:12], splits.test.landmarks[:12], preds, out / "predictions.png")
-    block_classes(out / "blocks_classes.png")
+    block_classes(*block_figure_canvases(), out / "blocks_classes.png")
 
     print("\nBlocks, 5 % labelled landmarks, test set (3,200 images)" + (" [quick smoke run]" if quick else ""))
     print(f"{'model':<20}{'error (px)':>12}{'class acc.':>12}{'steps':>8}{'time (s)':>10}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
+import time
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from sslandmarks.checkpoint import model_from_checkpoint
 from sslandmarks.errors import UserError
+from sslandmarks.outputs import atomic_path, ensure_writable_file
 
 PARITY_LIMIT_PX = 1e-3
 
@@ -34,9 +36,6 @@ def export_onnx(checkpoint: str | Path, path: str | Path, opset: int = 17) -> di
         import onnxruntime as ort
     except ImportError:
         raise UserError("ONNX export needs onnx and onnxruntime: pip install 'sslandmarks[onnx]'") from None
-    from sslandmarks.checkpoint import model_from_checkpoint
-    from sslandmarks.outputs import ensure_writable_file
-
     path = Path(path)
     ensure_writable_file(path)
     model, cfg = model_from_checkpoint(checkpoint)
@@ -44,30 +43,26 @@ def export_onnx(checkpoint: str | Path, path: str | Path, opset: int = 17) -> di
     names = ["landmarks", *[h.name for h in cfg.model.heads]]
     h, w = cfg.model.input_size
     example = torch.rand(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, and the one that runs everywhere
-        torch.onnx.export(wrapped, (example,), str(tmp), input_names=["images"], output_names=names,
-                          dynamic_axes={n: {0: "batch"} for n in ["images", *names]}, opset_version=opset,
-                          dynamo=False)
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     check = torch.rand(5, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(1))
-    got = session.run(None, {"images": check.numpy()})
-    with torch.no_grad():
-        ref = wrapped(check)
-    diff = float((torch.from_numpy(got[0]) - ref[0]).abs().max())
-    if not diff <= PARITY_LIMIT_PX:
-        tmp.unlink()
-        raise RuntimeError(f"ONNX parity check failed: landmarks differ by {diff:.3g} px (limit {PARITY_LIMIT_PX})")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # only a file that passed the parity check replaces ``path``
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, and the one that runs everywhere
+            torch.onnx.export(wrapped, (example,), str(tmp), input_names=["images"], output_names=names,
+                              dynamic_axes={n: {0: "batch"} for n in ["images", *names]}, opset_version=opset,
+                              dynamo=False)
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"images": check.numpy()})
+        with torch.no_grad():
+            ref = wrapped(check)
+        diff = float((torch.from_numpy(got[0]) - ref[0]).abs().max())
+        if not diff <= PARITY_LIMIT_PX:
+            raise RuntimeError(f"ONNX parity check failed: landmarks differ by {diff:.3g} px (limit {PARITY_LIMIT_PX})")
     return {"path": str(path), "outputs": names, "max_landmark_diff_px": diff, **onnx_latency(path, check[:1])}
 
 
 def onnx_latency(path: str | Path, image: torch.Tensor, threads: int = 2, runs: int = 300) -> dict:
     """Median and 90th-percentile milliseconds of one ONNX Runtime call on a single ``(1, C, H, W)`` image
     with ``threads`` intra-op threads (the answer time for one face, after warm-up)."""
-    import time
-
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sslandmarks.errors import UserError
+
 
 @dataclass(frozen=True)
 class LandmarkSpec:
@@ -55,6 +57,28 @@ SPECS: dict[str, LandmarkSpec] = {
     "hand-21": LandmarkSpec("hand-21", 21, None, {"palm_width": (5, 17)}, "palm_width"),
 }
 
+
+def layout(name: str) -> LandmarkSpec | None:
+    """The spec named by ``data.spec`` (None for an empty name: synthetic or generic data)."""
+    if not name:
+        return None
+    if name not in SPECS:
+        raise UserError(f"data.spec={name!r} is unknown: use one of {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+def flip_permutation(name: str, setting: str) -> tuple[int, ...]:
+    """The mirror permutation of layout ``name``, which ``setting`` (a config key that mirrors images) needs."""
+    spec = layout(name)
+    if spec is None or spec.flip is None:
+        raise UserError(f"{setting} needs a data.spec with a flip permutation ({name or 'none given'} "
+                        f"has none): turn {setting} off")
+    return spec.flip
+
+
+def mirror_perm(name: str, test_flip: bool) -> tuple[int, ...] | None:
+    """The permutation for test-time mirroring (``data.test_flip``) of layout ``name``, else None."""
+    return flip_permutation(name, "data.test_flip") if test_flip else None
 
 
 def mtfl5_from_300w68(points):

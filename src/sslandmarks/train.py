@@ -7,32 +7,41 @@ the chosen images with random affines ``T`` and compares ``L(T I)`` with ``T L(I
 Everything random in a step is a function of ``(seed, step)`` (batches and transforms) or is saved in
 the checkpoint (the torch RNG, for dropout), so a resumed run continues exactly like an uninterrupted
 one. Lightning Fabric owns devices, precision and DDP: with ``world`` processes, rank ``r`` takes rows
-``r, r + world, ...`` of every global batch.
+``r, r + world, ...`` of every global batch, BatchNorm statistics are those of the global batch
+(:mod:`~sslandmarks.models.syncbn`) and the ranks' gradients are averaged.
+
+``fit`` reads top to bottom: set-up (:func:`check_run`, :func:`setup`, :class:`Batches`, :class:`TrainLog`),
+then per step :func:`train_step`, validation, logging and :func:`save_state`, then :func:`finish`.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sslandmarks.checkpoint import load_checkpoint, save_checkpoint
+from sslandmarks.checkpoint import init_weights, load_checkpoint, save_checkpoint
 from sslandmarks.config import Config, LossConfig, save_config, to_dict, variant_terms
 from sslandmarks.coords import inside_image
 from sslandmarks.data.augment import augment
-from sslandmarks.data.dataset import LandmarkData
-from sslandmarks.data.splits import IndexStream, labelled_subset
+from sslandmarks.data.dataset import LandmarkData, Splits, to_input
+from sslandmarks.data.sources import hidden_landmarks
+from sslandmarks.data.splits import IndexStream, semi_supervised
 from sslandmarks.errors import UserError
 from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, warp_images
+from sslandmarks.inference import evaluate_data, predict_all, predict_maps
 from sslandmarks.losses import attribute_losses, combine, elt_loss, heatmap_ce_loss, l2_penalty, landmark_loss
-from sslandmarks.models import build_model
+from sslandmarks.models import build_model, check_config, model_entry, sync_batchnorm
+from sslandmarks.outputs import ensure_writable_dir, write_json
+from sslandmarks.specs import flip_permutation, mirror_perm
+from sslandmarks.viz import prediction_grid, shapes_figure
 
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
 
@@ -41,21 +50,18 @@ class NonFiniteLoss(FloatingPointError):
     """Training produced NaN or inf; the last good state was saved before raising."""
 
 
-def to_input(images: Tensor) -> Tensor:
-    """uint8 ``(B, C, H, W)`` -> float in ``[0, 1]`` (float input is passed through)."""
-    return images.float().div_(255.0) if not images.is_floating_point() else images
-
-
 def compute_losses(
     model: nn.Module,
     batch: LandmarkData,
     loss_cfg: LossConfig,
+    landmark_loss_kind: str,
     transforms: Tensor | None = None,
     channels_last: bool = False,
 ) -> dict[str, Tensor]:
     """Unweighted loss terms of Eq. 2 for one batch.
 
-    Images whose landmarks are all NaN count as unlabelled. ``transforms (B, 3, 3)`` holds one ELT
+    Images whose landmarks are all NaN count as unlabelled. ``landmark_loss_kind`` is the model's
+    (``MODELS[name].landmark_loss``: ``"l2"`` or ``"heatmap_ce"``). ``transforms (B, 3, 3)`` holds one ELT
     transform per row of the batch (only the rows ELT applies to are used). Returns ``landmark``,
     ``attribute`` (sum over heads) and ``attribute/<head>``, ``elt`` and ``l2`` as the variant asks.
     """
@@ -73,7 +79,7 @@ def compute_losses(
     out = model(x)
     pred = out.landmarks[:n]
     losses: dict[str, Tensor] = {}
-    if "L" in terms and getattr(model, "landmark_loss", "l2") == "heatmap_ce":
+    if "L" in terms and landmark_loss_kind == "heatmap_ce":
         losses["landmark"] = heatmap_ce_loss(out.heatmaps[:n], batch.landmarks, batch.landmark_mask)
     elif "L" in terms:
         losses["landmark"] = landmark_loss(pred, batch.landmarks, batch.landmark_mask)
@@ -93,28 +99,9 @@ def total_loss(losses: dict[str, Tensor], loss_cfg: LossConfig) -> Tensor:
     return combine(losses, loss_cfg.alpha, loss_cfg.lam, loss_cfg.gamma, loss_cfg.attribute)
 
 
-@dataclass
-class Splits:
-    train: LandmarkData  # full ground truth; fit() hides the landmarks outside the labelled fraction
-    val: LandmarkData
-    test: LandmarkData
-
-
-def semi_supervised(train: LandmarkData, cfg: Config) -> LandmarkData:
-    """Keep the landmarks of a class-balanced ``labelled_pct`` % of ``train`` (none for variants without L)."""
-    n = len(train)
-    if "L" not in variant_terms(cfg.loss.variant):
-        return train.without_landmarks(torch.zeros(n, dtype=torch.bool))
-    classes = next((v for k, v in train.attributes.items() if train.kinds[k] == "class"), None)
-    keep = labelled_subset(classes, n, cfg.data.labelled_pct, cfg.train.seed)
-    return train.without_landmarks(keep & train.landmark_mask.any(-1))
-
-
 def selection_score(metrics: dict, cfg: Config) -> float:
     """What picks ``best.ckpt`` (lower is better): the validation landmark error in pixels, or, where
     landmarks are evaluation-only (Shapes), the validation classification error (1 - mean accuracy)."""
-    from sslandmarks.data.sources import hidden_landmarks
-
     if hidden_landmarks(cfg):
         acc = list(metrics.get("attribute_accuracy", {}).values())
         return 1.0 - sum(acc) / len(acc) if acc else math.inf
@@ -129,7 +116,8 @@ def rank_transforms(n: int, rows: Tensor, ranges: AffineRanges, size: tuple[int,
     return t[rows], flipped[rows]
 
 
-def _schedule(cfg: Config):
+def lr_factor(cfg: Config):
+    """The learning-rate multiplier of step ``i``: linear warm-up, then constant or a cosine to zero."""
     steps, warm = cfg.train.steps, cfg.train.warmup_steps
 
     def factor(step: int) -> float:
@@ -142,38 +130,222 @@ def _schedule(cfg: Config):
     return factor
 
 
-def _start_log(path: Path, columns: list[str], resume_step: int | None) -> None:
-    """New log, or on resume keep only the rows up to the checkpoint's step (later ones are redone)."""
-    rows = []
-    if resume_step is not None and path.is_file():
-        with open(path, newline="") as f:
-            rows = [r for r in csv.reader(f)][1:]
-        rows = [r for r in rows if r and r[0].isdigit() and int(r[0]) <= resume_step]
-    with open(path, "w", newline="") as f:
-        csv.writer(f).writerows([columns, *rows])
+# ----------------------------------------------------------------------------- set-up
 
 
-def init_weights(model: nn.Module, source: str, verbose: bool = True) -> list[str]:
-    """Copy into ``model`` every tensor of ``source`` (a checkpoint path or a bundled model name) whose
-    name and shape match; returns the names left at their fresh initialisation (reported on stderr)."""
-    from sslandmarks.pretrained import PRETRAINED, pretrained_path
+def check_run(cfg: Config, out: str | Path, resume: bool) -> None:
+    """Refuse, before any work, what would fail later: what the model cannot do (ELT on an arg-max
+    model, keys it ignores), mirroring without a flip permutation, and a run folder that does not fit
+    ``resume`` (a fresh run never overwrites one)."""
+    check_config(cfg)
+    if cfg.data.augment_flip > 0:
+        flip_permutation(cfg.data.spec, "data.augment_flip")
+    mirror_perm(cfg.data.spec, cfg.data.test_flip)
+    last = Path(out) / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise UserError(f"--resume: {last} does not exist; start without --resume")
+    if not resume and last.is_file():
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
 
-    path = pretrained_path(source) if source in PRETRAINED else source
-    if not Path(path).is_file():
-        raise UserError(f"train.init={source!r} is neither a checkpoint file nor a bundled model name "
-                        "(`sslandmarks models` lists them)")
-    theirs = load_checkpoint(path)["model"]
-    ours = model.state_dict()
-    keep = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
-    if all(k.endswith("num_batches_tracked") for k in keep):
-        raise UserError(f"train.init={source!r}: none of its weights fit this config's model "
-                        "(a different architecture or width)")
-    model.load_state_dict(keep, strict=False)
-    fresh = [k for k in ours if k not in keep]
-    if verbose:
-        extra = f"; fresh: {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}" if fresh else ""
-        print(f"init: {len(keep)} of {len(ours)} tensors from {path}{extra}", file=sys.stderr)
-    return fresh
+
+@dataclass
+class Run:
+    """The state of one training run: what a checkpoint saves, plus where it goes."""
+
+    cfg: Config
+    out: Path
+    fabric: Any  # lightning.fabric.Fabric
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    start: int = 0  # steps already done (resume)
+    best: float = math.inf  # best validation score so far
+
+    @property
+    def last(self) -> Path:
+        return self.out / "checkpoints" / "last.ckpt"
+
+    @property
+    def rank(self) -> int:
+        return self.fabric.global_rank
+
+
+def launch(cfg: Config, devices: int, num_nodes: int):
+    """Start Lightning Fabric (DDP when there is more than one process) and check the batch split."""
+    from lightning.fabric import Fabric  # slow to import: only when training
+
+    tc = cfg.train
+    strategy = "ddp" if devices * num_nodes > 1 else "auto"
+    fabric = Fabric(accelerator="auto" if tc.device == "auto" else tc.device, devices=devices, num_nodes=num_nodes,
+                    strategy=strategy, precision=tc.precision)
+    fabric.launch()
+    for name in ("batch_labelled", "batch_unlabelled"):
+        if getattr(tc, name) % fabric.world_size:
+            raise UserError(f"train.{name}={getattr(tc, name)} is not divisible by the {fabric.world_size} processes")
+    return fabric
+
+
+def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
+    """The run folder (rank 0 writes ``config.yaml``), the model (its BatchNorm synchronised when there are
+    several processes), Adam and the schedule: fresh, from ``train.init`` weights, or from ``last.ckpt``."""
+    tc, rank, world = cfg.train, fabric.global_rank, fabric.world_size
+    if rank == 0:  # every rank checked the folder (check_run), so that all stop together; only rank 0 writes
+        ensure_writable_dir(out)
+        save_config(cfg, out / "config.yaml")
+    fabric.barrier()
+    torch.manual_seed(tc.seed + rank)
+    model = build_model(cfg.model)
+    if world > 1:
+        model = sync_batchnorm(model)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    run = Run(cfg, out, fabric, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg)))
+    if resume:
+        state = load_checkpoint(run.last)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise UserError(f"{run.last} does not fit this config's model ({str(e).splitlines()[0][:120]}); "
+                            "resume with the run's own config.yaml") from None
+        optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.start, run.best = state["step"], state["best_val_score"]
+        if state["rng"].shape[0] == world:  # dropout continues as it would have
+            torch.set_rng_state(state["rng"][rank].clone())
+    elif tc.init:
+        init_weights(model, tc.init, verbose=rank == 0)
+    run.model, run.optimizer = fabric.setup(model, optimizer)
+    return run
+
+
+class Batches:
+    """This rank's rows of every step's global batch: labelled and unlabelled index streams, random
+    augmentation (fresh each step) and the ELT transforms, all functions of ``(seed, step)``."""
+
+    def __init__(self, train: LandmarkData, cfg: Config, rank: int, world: int) -> None:
+        tc, d, terms = cfg.train, cfg.data, variant_terms(cfg.loss.variant)
+        labelled = train.landmark_mask.any(-1).cpu()
+        lab_idx, unl_idx = torch.nonzero(labelled)[:, 0], torch.nonzero(~labelled)[:, 0]
+        if "L" in terms and len(lab_idx) == 0:
+            raise UserError("no training image keeps its landmarks: raise data.labelled_pct")
+        self.streams = [IndexStream(lab_idx, tc.batch_labelled if "L" in terms else 0, tc.seed),
+                        IndexStream(unl_idx, tc.batch_unlabelled if terms & {"A", "ELT"} else 0, tc.seed + 1)]
+        self.steps_per_epoch = max(math.ceil(len(s) / s.batch) for s in self.streams if s.batch and len(s))
+        self.elt = AffineRanges(cfg.loss.elt_rotation_deg, cfg.loss.elt_scale, cfg.loss.elt_translate)
+        self.aug = AffineRanges(d.augment_rotation_deg, d.augment_scale,
+                                d.augment_translate * max(cfg.model.input_size), d.augment_flip)
+        self.flip_perm = flip_permutation(d.spec, "data.augment_flip") if d.augment_flip > 0 else None
+        self.use_elt = "ELT" in terms and cfg.loss.alpha > 0
+        self.train, self.cfg, self.rank, self.world = train, cfg, rank, world
+
+    def at(self, step: int) -> tuple[LandmarkData, Tensor | None]:
+        """Step ``step``'s batch (this rank's rows, augmented) and its ELT transforms ``(B, 3, 3)`` (or None)."""
+        parts = [s.batch_at(step) for s in self.streams]
+        global_idx = torch.cat(parts)  # labelled rows, then unlabelled ones
+        # this rank's share: every world-th row of each stream (as rows of the global batch)
+        ends = torch.tensor([len(p) for p in parts]).cumsum(0).tolist()
+        rows = torch.cat([torch.arange(a, b)[self.rank::self.world] for a, b in zip([0, *ends[:-1]], ends)])
+        batch = self.train.subset(global_idx[rows].to(self.train.images.device))
+        n, size = len(global_idx), self.cfg.model.input_size
+        seed = self.cfg.train.seed * 1_000_003 + step
+        if self.aug != AffineRanges():  # fresh jitter every step
+            t, flipped = rank_transforms(n, rows, self.aug, size, seed + 7919 * self.cfg.train.steps)
+            batch = augment(batch, t, flipped, self.flip_perm)
+        return batch, rank_transforms(n, rows, self.elt, size, seed)[0] if self.use_elt else None
+
+
+class TrainLog:
+    """``log.csv``: every ``log_every`` steps (and at each validation) the mean of every loss term since the
+    previous row, over all ranks, with the learning rate, the validation score and the elapsed seconds."""
+
+    def __init__(self, run: Run, heads: list[str]) -> None:
+        self.path, self.fabric, self.rank = run.out / "log.csv", run.fabric, run.rank
+        self.columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in heads], "val_score", "seconds"]
+        self.sums: dict[str, Tensor] = {}
+        self.count, self.t0 = 0, time.time()
+        if self.rank == 0:  # new, or on resume only the rows up to the checkpoint's step (later ones are redone)
+            rows = []
+            if run.start and self.path.is_file():
+                with open(self.path, newline="") as f:
+                    rows = [r for r in csv.reader(f)][1:]
+                rows = [r for r in rows if r and r[0].isdigit() and int(r[0]) <= run.start]
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerows([self.columns, *rows])
+
+    def add(self, losses: dict[str, Tensor]) -> None:
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v.detach()
+        self.count += 1
+
+    def write(self, step: int, lr: float, score: float | None) -> dict[str, float]:
+        """Append a row (rank 0) and start new sums; returns the means, averaged over the ranks."""
+        means = {k: float(self.fabric.all_reduce(v / self.count, reduce_op="mean")) for k, v in self.sums.items()}
+        row = {"step": step, "lr": lr, **means, "seconds": round(time.time() - self.t0, 2)}
+        row["val_score"] = "" if score is None else score
+        if self.rank == 0:
+            with open(self.path, "a", newline="") as f:
+                csv.writer(f).writerow([row.get(c, "") for c in self.columns])
+        self.sums, self.count = {}, 0
+        return means
+
+
+# ----------------------------------------------------------------------------- one step, checkpoints, the end
+
+
+def save_state(run: Run, step: int, path: Path) -> None:
+    """Checkpoint after ``step`` steps: weights, optimiser and schedule, the best score, the full config and
+    every rank's RNG state (gathered from all ranks; rank 0 writes, atomically)."""
+    world = run.fabric.world_size
+    rng = run.fabric.all_gather(torch.get_rng_state()).reshape(world, -1).cpu()
+    state = {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "step": step, "best_val_score": run.best,
+        "config": to_dict(run.cfg), "rng": rng,
+    }
+    if run.rank == 0:
+        save_checkpoint(path, state)
+    run.fabric.barrier()
+
+
+def train_step(run: Run, batch: LandmarkData, transforms: Tensor | None, step: int) -> dict[str, Tensor]:
+    """Forward, Eq. 2, backward and one Adam step; returns the loss terms and their weighted ``total``.
+    A non-finite total on any rank stops every rank, after saving the last good state."""
+    cfg = run.cfg
+    run.model.train()
+    kind = model_entry(cfg.model.name).landmark_loss
+    losses = compute_losses(run.model, batch, cfg.loss, kind, transforms, cfg.train.channels_last)
+    loss = total_loss(losses, cfg.loss)
+    if run.fabric.all_reduce(torch.isfinite(loss).float(), reduce_op="min").item() < 1:
+        bad = [k for k, v in losses.items() if not torch.isfinite(v)] or ["total"]
+        save_state(run, step, run.last)  # the parameters are still those of the last good step
+        raise NonFiniteLoss(f"non-finite loss term {bad[0]!r} at step {step + 1}; saved the last good state "
+                            f"(step {step}) to {run.last}; lower train.lr and continue with --resume")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.fabric.backward(loss)
+    run.optimizer.step()
+    run.scheduler.step()
+    return {"total": loss, **losses}
+
+
+def finish(run: Run, splits: Splits, val: LandmarkData) -> dict:
+    """On rank 0: the best checkpoint's validation and test metrics (``metrics.json``) and the figures
+    (``predictions.png``; ``figure3.png`` where landmarks are hidden, as on Shapes)."""
+    cfg, model, out = run.cfg, run.model, run.out
+    model.load_state_dict(load_checkpoint(out / "checkpoints" / "best.ckpt")["model"])
+    test = splits.test
+    metrics = {"val": evaluate_data(model, val, cfg), "test": evaluate_data(model, test.to(run.fabric.device), cfg)}
+    metrics = {**metrics["test"], **metrics, "best_val_score": run.best, "steps": cfg.train.steps}
+    write_json(metrics, out / "metrics.json")
+    pred, _ = predict_all(model, test.images[:12])  # as the model sees the image: no test-time mirroring
+    prediction_grid(test.images[:12], test.landmarks[:12].cpu(), {"prediction": pred}, out / "predictions.png")
+    if hidden_landmarks(cfg):
+        landmarks, probs = predict_maps(model, test.images[:8], cfg.model.beta)
+        shapes_figure(test.images[:8], landmarks, probs, out / "figure3.png")
+    return metrics
+
+
+# ----------------------------------------------------------------------------- the loop
 
 
 def fit(
@@ -187,149 +359,29 @@ def fit(
 ) -> tuple[dict, nn.Module]:
     """Train ``cfg`` on ``splits`` into ``out``. Returns the final metrics (also written to
     ``metrics.json``; empty on ranks other than 0) and the trained model (best checkpoint on rank 0)."""
-    from lightning.fabric import Fabric
-
-    from sslandmarks.data.sources import flip_permutation
-    from sslandmarks.evaluate import evaluate_data, mirror_perm
-    from sslandmarks.outputs import ensure_writable_dir, write_json
-    from sslandmarks.viz import save_figures
-
     tc, out = cfg.train, Path(out)
-    ckpt_dir, last = out / "checkpoints", out / "checkpoints" / "last.ckpt"
-    accelerator = "auto" if tc.device == "auto" else tc.device
-    strategy = "ddp" if devices * num_nodes > 1 else "auto"
-    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                    precision=tc.precision)
-    fabric.launch()
-    rank, world = fabric.global_rank, fabric.world_size
-    for name in ("batch_labelled", "batch_unlabelled"):
-        if getattr(tc, name) % world:
-            raise UserError(f"train.{name}={getattr(tc, name)} is not divisible by the {world} processes")
-    # every rank checks (so that all stop together); only rank 0 writes
-    if resume and not last.is_file():
-        raise UserError(f"--resume: {last} does not exist; start without --resume")
-    if not resume and last.is_file():
-        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
-    if rank == 0:
-        ensure_writable_dir(out)
-        save_config(cfg, out / "config.yaml")
-    fabric.barrier()
+    check_run(cfg, out, resume)  # on every rank, so that all stop together
+    fabric = launch(cfg, devices, num_nodes)
+    run = setup(cfg, out, resume, fabric)
+    train = semi_supervised(splits.train, cfg).to(fabric.device)
+    val = splits.val.to(fabric.device)
+    batches = Batches(train, cfg, run.rank, fabric.world_size)
+    log = TrainLog(run, list(train.kinds))
 
-    torch.manual_seed(tc.seed + rank)
-    model = build_model(cfg.model)
-    if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
-    start, best = 0, math.inf
-    if resume:
-        state = load_checkpoint(last)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise UserError(f"{last} does not fit this config's model ({str(e).splitlines()[0][:120]}); "
-                            "resume with the run's own config.yaml") from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, best = state["step"], state["best_val_score"]
-        rng = state["rng"]
-        if rng.shape[0] == world:
-            torch.set_rng_state(rng[rank].clone())
-    elif tc.init:
-        init_weights(model, tc.init, verbose=rank == 0)
-    model, optimizer = fabric.setup(model, optimizer)
-    device = fabric.device
-
-    train = semi_supervised(splits.train, cfg).to(device)
-    val = splits.val.to(device)
-    terms = variant_terms(cfg.loss.variant)
-    labelled = train.landmark_mask.any(-1).cpu()
-    lab_idx, unl_idx = torch.nonzero(labelled)[:, 0], torch.nonzero(~labelled)[:, 0]
-    if "L" in terms and len(lab_idx) == 0:
-        raise UserError("no training image keeps its landmarks: raise data.labelled_pct")
-    streams = [IndexStream(lab_idx, tc.batch_labelled if "L" in terms else 0, tc.seed)]
-    streams.append(IndexStream(unl_idx, tc.batch_unlabelled if terms & {"A", "ELT"} else 0, tc.seed + 1))
-    steps_per_epoch = max(math.ceil(len(s) / s.batch) for s in streams if s.batch and len(s))
-    elt_ranges = AffineRanges(cfg.loss.elt_rotation_deg, cfg.loss.elt_scale, cfg.loss.elt_translate)
-    d = cfg.data
-    aug_ranges = AffineRanges(d.augment_rotation_deg, d.augment_scale, d.augment_translate * max(cfg.model.input_size),
-                              d.augment_flip)
-    flip_perm = flip_permutation(cfg, "data.augment_flip") if d.augment_flip > 0 else None
-    mirror_perm(cfg)  # a data.test_flip without a flip permutation fails now, not at the first validation
-    use_aug = aug_ranges != AffineRanges()
-    use_elt = "ELT" in terms and cfg.loss.alpha > 0
-
-    columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in train.kinds], "val_score", "seconds"]
-    if rank == 0:
-        _start_log(out / "log.csv", columns, start if resume else None)
-    sums: dict[str, Tensor] = {}
-    count, t0 = 0, time.time()
-
-    def checkpoint(step: int, path: Path) -> None:
-        rng = fabric.all_gather(torch.get_rng_state()).reshape(world, -1).cpu()
-        state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": step, "best_val_score": best, "config": to_dict(cfg), "rng": rng,
-        }
-        if rank == 0:
-            save_checkpoint(path, state)
-        fabric.barrier()
-
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc=f"train {cfg.loss.variant}",
-               disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = tqdm(range(run.start, tc.steps), initial=run.start, total=tc.steps, desc=f"train {cfg.loss.variant}",
+               disable=not progress or run.rank != 0, dynamic_ncols=True)
     for step in bar:
-        model.train()
-        parts = [s.batch_at(step) for s in streams]
-        global_idx = torch.cat(parts)  # labelled rows, then unlabelled ones
-        # this rank's share: every world-th row of each stream (as rows of the global batch)
-        ends = torch.tensor([len(p) for p in parts]).cumsum(0).tolist()
-        rows = torch.cat([torch.arange(a, b)[rank::world] for a, b in zip([0, *ends[:-1]], ends)])
-        batch = train.subset(global_idx[rows].to(device))
-        size, seed = cfg.model.input_size, tc.seed * 1_000_003 + step
-        if use_aug:  # fresh jitter every step
-            batch = augment(batch, *rank_transforms(len(global_idx), rows, aug_ranges, size, seed + 7919 * tc.steps),
-                            flip_perm)
-        transforms = rank_transforms(len(global_idx), rows, elt_ranges, size, seed)[0] if use_elt else None
-        losses = compute_losses(model, batch, cfg.loss, transforms, tc.channels_last)
-        loss = total_loss(losses, cfg.loss)
-        finite = fabric.all_reduce(torch.isfinite(loss).float(), reduce_op="min")
-        if finite.item() < 1:
-            bad = [k for k, v in losses.items() if not torch.isfinite(v)] or ["total"]
-            checkpoint(step, last)  # the parameters are still those of the last good step
-            raise NonFiniteLoss(f"non-finite loss term {bad[0]!r} at step {step + 1}; saved the last good state "
-                                f"(step {step}) to {last}; lower train.lr and continue with --resume")
-        optimizer.zero_grad(set_to_none=True)
-        fabric.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        for k, v in {"total": loss, **losses}.items():
-            sums[k] = sums.get(k, 0.0) + v.detach()
-        count += 1
-        done = step + 1
-        score = None
+        log.add(train_step(run, *batches.at(step), step))
+        done, score = step + 1, None
         if done % tc.eval_every == 0 or done == tc.steps:
-            score = selection_score(evaluate_data(model, val, cfg), cfg)
-            if score < best or not math.isfinite(best):
-                best = score
-                checkpoint(done, ckpt_dir / "best.ckpt")
+            score = selection_score(evaluate_data(run.model, val, cfg), cfg)
+            if score < run.best or not math.isfinite(run.best):
+                run.best = score
+                save_state(run, done, out / "checkpoints" / "best.ckpt")
         if done % tc.log_every == 0 or score is not None:
-            means = {k: float(fabric.all_reduce(v / count, reduce_op="mean")) for k, v in sums.items()}
-            row = {"step": done, "lr": scheduler.get_last_lr()[0], **means, "seconds": round(time.time() - t0, 2)}
-            row["val_score"] = "" if score is None else score
-            if rank == 0:
-                with open(out / "log.csv", "a", newline="") as f:
-                    csv.writer(f).writerow([row.get(c, "") for c in columns])
-            bar.set_postfix(loss=f"{means['total']:.3g}", val=f"{best:.3f}" if math.isfinite(best) else "-")
-            sums, count = {}, 0
-        if done % tc.checkpoint_every == 0 or done % steps_per_epoch == 0 or done == tc.steps:
-            checkpoint(done, last)
+            means = log.write(done, run.scheduler.get_last_lr()[0], score)
+            bar.set_postfix(loss=f"{means['total']:.3g}", val=f"{run.best:.3f}" if math.isfinite(run.best) else "-")
+        if done % tc.checkpoint_every == 0 or done % batches.steps_per_epoch == 0 or done == tc.steps:
+            save_state(run, done, run.last)
     bar.close()
-
-    if rank != 0:
-        return {}, model
-    model.load_state_dict(load_checkpoint(ckpt_dir / "best.ckpt")["model"])
-    metrics = {"val": evaluate_data(model, val, cfg), "test": evaluate_data(model, splits.test.to(device), cfg)}
-    metrics = {**metrics["test"], **metrics, "best_val_score": best, "steps": tc.steps}
-    write_json(metrics, out / "metrics.json")
-    save_figures(model, splits.test, cfg, out)
-    return metrics, model
+    return (finish(run, splits, val) if run.rank == 0 else {}), run.model

@@ -1,4 +1,5 @@
-"""PNG figures (matplotlib, Agg backend): predictions vs ground truth, the Blocks classes, Fig. 3."""
+"""PNG figures (matplotlib, Agg backend): predictions vs ground truth, the Blocks classes, Fig. 3, CED curves,
+table plots. Every function draws arrays it is given; none runs a model or reads a dataset."""
 
 from __future__ import annotations
 
@@ -8,11 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from sslandmarks.config import Config  # noqa: E402
-from sslandmarks.data.dataset import LandmarkData  # noqa: E402
 
 COLORS = ["red", "dodgerblue", "gold", "magenta", "cyan", "orange", "lime"]
 
@@ -77,40 +75,13 @@ def photo_overlay(rgb, faces: list[dict], path: str | Path, boxes: bool = True) 
     plt.close(fig)
 
 
-def save_predictions(model: nn.Module, data: LandmarkData, cfg: Config, path: str | Path, n: int = 12) -> None:
-    """Ground truth and predictions on the first ``n`` images of ``data``."""
-    from sslandmarks.evaluate import predict_all
-
-    pred, _ = predict_all(model, data.images[:n])
-    prediction_grid(data.images[:n], data.landmarks[:n].cpu(), {"prediction": pred}, path)
-
-
-def save_figures(model: nn.Module, data: LandmarkData, cfg: Config, out: str | Path) -> None:
-    """The figures of a finished run: ``predictions.png`` and, where landmarks are hidden (Shapes), ``figure3.png``."""
-    from sslandmarks.data.sources import hidden_landmarks
-
-    save_predictions(model, data, cfg, Path(out) / "predictions.png")
-    if hidden_landmarks(cfg):
-        shapes_figure(model, data, Path(out) / "figure3.png")
-
-
-def block_classes(path: str | Path) -> None:
-    """Draw the 15 base figures of Blocks with their 5 landmarks numbered from the head."""
-    import numpy as np
-
-    from sslandmarks.data.raster import fill_convex
-    from sslandmarks.data.synthetic import BLOCK_FIGURES, _figure_parts
-
+def block_classes(canvases: np.ndarray, landmarks: np.ndarray, path: str | Path) -> None:
+    """The 15 base figures of Blocks (``canvases (15, H, W)``) with their 5 landmarks ``(15, 5, 2)`` numbered
+    from the head (:func:`~sslandmarks.data.synthetic.block_figure_canvases` draws them)."""
     fig, axes = plt.subplots(3, 5, figsize=(11, 7))
     for c, ax in enumerate(axes.flat):
-        cells = np.asarray(BLOCK_FIGURES[c], dtype=float)
-        polys, lms = _figure_parts(cells - cells.mean(0))
-        canvas = np.zeros((60, 60), np.float32)
-        for p in polys:
-            fill_convex(canvas, p * 8 + 29.5)
-        lms = lms * 8 + 29.5
-        ax.imshow(canvas, cmap="gray")
-        for k, (x, y) in enumerate(lms):
+        ax.imshow(canvases[c], cmap="gray")
+        for k, (x, y) in enumerate(landmarks[c]):
             ax.text(x, y, str(k + 1), color="red", ha="center", va="center", fontsize=8, weight="bold")
         ax.set_title(f"class {c}", fontsize=9)
         ax.set_xticks([])
@@ -121,21 +92,14 @@ def block_classes(path: str | Path) -> None:
     plt.close(fig)
 
 
-@torch.no_grad()
-def shapes_figure(model: nn.Module, data: LandmarkData, path: str | Path, n: int = 8) -> None:
-    """Fig. 3: images; predicted landmarks 1 (red) and 2 (blue); the two landmark probability maps."""
-    from sslandmarks.softargmax import spatial_softmax
-    from sslandmarks.train import to_input
-
-    model.eval()
-    device = next(model.parameters()).device
-    out = model(to_input(data.images[:n].to(device)))
-    probs = spatial_softmax(out.heatmaps, model.beta).cpu().numpy()
-    lms = out.landmarks.cpu().numpy()
+def shapes_figure(images: torch.Tensor, landmarks: torch.Tensor, probs: torch.Tensor, path: str | Path) -> None:
+    """Fig. 3, one column per image: the image; its predicted landmarks 1 (red) and 2 (blue); the two landmark
+    probability maps. ``images (n, C, H, W)`` uint8, ``landmarks (n, 2, 2)``, ``probs (n, 2, h, w)``."""
+    n, lms, probs = images.shape[0], landmarks.numpy(), probs.numpy()
     fig, axes = plt.subplots(4, n, figsize=(1.8 * n, 7.6), squeeze=False)
     for i in range(n):
-        _show(axes[0, i], data.images[i])
-        _show(axes[1, i], data.images[i])
+        _show(axes[0, i], images[i])
+        _show(axes[1, i], images[i])
         for k, color in enumerate(("red", "dodgerblue")):
             axes[1, i].plot(lms[i, k, 0], lms[i, k, 1], "x", color=color, ms=9, mew=2)
             axes[2 + k, i].imshow(probs[i, k], cmap="magma")
@@ -150,8 +114,6 @@ def shapes_figure(model: nn.Module, data: LandmarkData, path: str | Path, n: int
 
 def ced_plot(curves: dict[str, list[float]], normalizer: str, path: str | Path, limit: float = 10.0) -> None:
     """Cumulative error distribution: share of images with NME (percent) at most x, one line per name."""
-    import numpy as np
-
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, nme in curves.items():
         x = np.sort(np.asarray([v for v in nme if v == v], dtype=float))

@@ -1,4 +1,4 @@
-"""In-memory landmark datasets: plain tensors, no per-dataset classes."""
+"""In-memory landmark datasets: plain tensors, no per-dataset classes, and the model's view of an image."""
 
 from __future__ import annotations
 
@@ -53,3 +53,15 @@ class LandmarkData:
         lm = self.landmarks.clone()
         lm[~keep] = float("nan")
         return replace(self, landmarks=lm)
+
+
+@dataclass
+class Splits:
+    train: LandmarkData  # full ground truth; fit() hides the landmarks outside the labelled fraction
+    val: LandmarkData
+    test: LandmarkData
+
+
+def to_input(images: Tensor) -> Tensor:
+    """uint8 ``(B, C, H, W)`` -> float in ``[0, 1]`` (float input is passed through)."""
+    return images.float().div_(255.0) if not images.is_floating_point() else images

@@ -7,12 +7,15 @@ The crop follows the paper's protocol: a square box around the ground-truth land
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from sslandmarks.data.dataset import LandmarkData
 from sslandmarks.data.formats import Problems, Sample
+from sslandmarks.errors import UserError
 from sslandmarks.geometry import warp_images
 
 OUTSIDE_TOLERANCE = 0.25  # landmarks may leave the image by at most this share of its size
@@ -31,6 +34,25 @@ def load_image(sample: Sample, channels: int, problems: Problems) -> np.ndarray 
         problems.report(f"{sample.where}: image {sample.image} is unreadable or truncated ({e})")
         return None
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def read_image(path: str | Path, channels: int) -> np.ndarray:
+    """``(H, W, C)`` uint8 from any Pillow-readable file; one line of error naming the file otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"image {str(p)!r} does not exist")
+    try:
+        with Image.open(p) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{p}: not a readable image ({e})") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def as_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """``(H, W, 3)`` RGB as the model's input channels: itself, or ``(H, W, 1)`` grey."""
+    return rgb if channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
 
 
 def crop_transform(landmarks: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
@@ -64,12 +86,15 @@ def crop_image(arr: np.ndarray, t: torch.Tensor, size: tuple[int, int]) -> torch
     return warp_images(img, t[None], out_size=size).round().clamp(0, 255).to(torch.uint8)
 
 
-def _class_indices(s: Sample, heads: set[str], names: dict[str, tuple[str, ...]], problems: Problems):
+def _class_indices(s: Sample, class_heads: set[str], names: dict[str, tuple[str, ...]], problems: Problems,
+                   keep: set[str] | None):
     """Attributes with class names replaced by their indices; None (reported) for an unknown name.
     Numeric codes from a format that defines them (MTFL's attributes) are indices already; the head's
-    labels then only name them."""
+    labels then only name them. With ``keep``, other attributes are dropped."""
     out = {}
     for k, v in s.attributes.items():
+        if keep is not None and k not in keep:
+            continue  # a column no model head reads (an id, COCO's category): not kept
         if k in names and isinstance(v, str):  # named classes; a name may look like a number ("1" in HGR1)
             if str(v) not in names[k]:
                 problems.report(f"{s.where}: class {str(v)!r} of {k!r} is not among the head's labels")
@@ -77,7 +102,7 @@ def _class_indices(s: Sample, heads: set[str], names: dict[str, tuple[str, ...]]
             out[k] = names[k].index(str(v))
         elif not isinstance(v, str):
             out[k] = v
-        elif k in heads:
+        elif k in class_heads:
             problems.report(f"{s.where}: {k!r} holds class names ({v!r}): list them in model.heads[].labels")
             return None
         # else: a named column that no head reads (an id, a note): not kept
@@ -92,16 +117,18 @@ def load_cropped(
     problems: Problems,
     class_counts: dict[str, int] | None = None,
     class_names: dict[str, tuple[str, ...]] | None = None,
+    heads: set[str] | None = None,
 ) -> LandmarkData:
     """Validate, read and crop ``samples``. ``class_counts`` (head -> number of classes) checks labels;
-    ``class_names`` (head -> names in index order) maps named labels to indices. Attribute columns that
-    are neither a model head nor numeric (an id, a note) are not kept."""
+    ``class_names`` (head -> names in index order) maps named labels to indices; ``heads`` (the model's
+    head names), when given, keeps only the attributes they read. Attribute columns that are neither a
+    head nor numeric (an id, a note) are never kept."""
     images, lms, transforms, kept = [], [], [], []
     for s in samples:
         if np.isnan(s.landmarks).all():
             problems.report(f"{s.where}: no landmark is known, so there is no box to crop from")
             continue
-        attrs = _class_indices(s, set(class_counts or {}), class_names or {}, problems)
+        attrs = _class_indices(s, set(class_counts or {}), class_names or {}, problems, heads)
         if attrs is None:
             continue
         s = Sample(s.image, s.landmarks, attrs, s.where)

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 import torch
 
 from sslandmarks.config import Config
-from sslandmarks.data.dataset import LandmarkData
+from sslandmarks.data.dataset import LandmarkData, Splits
+from sslandmarks.data.files import load_cropped
+from sslandmarks.data.formats import DataError, Problems, read_annotations
 from sslandmarks.data.synthetic import make_blocks, make_shapes
 from sslandmarks.errors import UserError
+from sslandmarks.specs import layout
 
 
 @dataclass(frozen=True)
@@ -32,30 +35,8 @@ def hidden_landmarks(cfg: Config) -> bool:
     return cfg.data.name in SOURCES and SOURCES[cfg.data.name].hidden_landmarks
 
 
-def spec(cfg: Config):
-    """The :class:`~sslandmarks.specs.LandmarkSpec` named by ``data.spec`` (None for synthetic/generic data)."""
-    from sslandmarks.specs import SPECS
-
-    if not cfg.data.spec:
-        return None
-    if cfg.data.spec not in SPECS:
-        raise UserError(f"data.spec={cfg.data.spec!r} is unknown: use one of {', '.join(SPECS)}")
-    return SPECS[cfg.data.spec]
-
-
-def flip_permutation(cfg: Config, setting: str) -> tuple[int, ...]:
-    """The layout's mirror permutation, which ``setting`` (a config key that mirrors images) needs."""
-    layout = spec(cfg)
-    if layout is None or layout.flip is None:
-        raise UserError(f"{setting} needs a data.spec with a flip permutation ({cfg.data.spec or 'none given'} "
-                        f"has none): turn {setting} off")
-    return layout.flip
-
-
 def check_landmark_count(path: str, k: int, cfg: Config) -> None:
     """Annotations with ``k`` landmarks per sample must match the model's output."""
-    from sslandmarks.data.formats import DataError
-
     if k != cfg.model.num_landmarks:
         raise DataError(f"{path}: {k} landmarks per sample, but the model predicts {cfg.model.num_landmarks} "
                         "(use a checkpoint trained for this layout, or set model.num_landmarks)")
@@ -65,8 +46,8 @@ def normalizer(cfg: Config) -> str:
     """The NME normaliser: ``data.normalizer``, else the spec's default, else the dataset's."""
     if cfg.data.normalizer:
         return cfg.data.normalizer
-    if spec(cfg) is not None:
-        return spec(cfg).default_normalizer
+    if layout(cfg.data.spec) is not None:
+        return layout(cfg.data.spec).default_normalizer
     return SOURCES[cfg.data.name].normalizer if cfg.data.name in SOURCES else FILES_NORMALIZER
 
 
@@ -74,13 +55,11 @@ def class_counts(cfg: Config) -> dict[str, int]:
     return {h.name: h.classes for h in cfg.model.heads if h.kind == "class"}
 
 
-def read_files(path: str | tuple[str, ...], cfg: Config, problems, fmt: str | None = None,
+def read_files(path: str | tuple[str, ...], cfg: Config, problems: Problems, fmt: str | None = None,
                keep: tuple[str, ...] = ()) -> LandmarkData:
     """Annotated files at ``path`` (one or several) read, validated against the model config and cropped;
-    with ``keep``, only samples whose ``data.split_column`` value is listed."""
-    from sslandmarks.data.files import load_cropped
-    from sslandmarks.data.formats import DataError, read_annotations
-
+    with ``keep``, only samples whose ``data.split_column`` value is listed. Attributes that no model head
+    reads (an id, COCO's category) are dropped."""
     paths = (path,) if isinstance(path, str) else path
     samples = [s for p in paths for s in read_annotations(p, fmt or cfg.data.format, problems)]
     path = ", ".join(paths)
@@ -92,17 +71,15 @@ def read_files(path: str | tuple[str, ...], cfg: Config, problems, fmt: str | No
     check_landmark_count(path, len(samples[0].landmarks), cfg)
     m = cfg.model
     names = {h.name: h.labels for h in m.heads if h.kind == "class" and h.labels}
-    data = load_cropped(samples, m.input_size, m.in_channels, cfg.data.crop_margin, problems, class_counts(cfg), names)
+    data = load_cropped(samples, m.input_size, m.in_channels, cfg.data.crop_margin, problems, class_counts(cfg), names,
+                        heads={h.name for h in m.heads})
     if len(data) == 0:
         raise DataError(f"{path}: no usable samples ({len(problems.items)} skipped)")
     return data
 
 
-def load_splits(cfg: Config, problems=None):
-    """Train, validation and test data of ``cfg.data``."""
-    from sslandmarks.data.formats import Problems
-    from sslandmarks.train import Splits
-
+def load_splits(cfg: Config, problems: Problems | None = None) -> Splits:
+    """Train, validation and test data of ``cfg.data`` (bad samples reported to ``problems``)."""
     d = cfg.data
     if d.name == FILES:
         problems = problems or Problems()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sslandmarks.config import Config, variant_terms
+from sslandmarks.data.dataset import LandmarkData
+
 
 def labelled_subset(classes: Tensor | None, n: int, pct: float, seed: int) -> Tensor:
     """``(n,)`` bool mask of the images that keep their landmarks.
@@ -29,6 +32,16 @@ def labelled_subset(classes: Tensor | None, n: int, pct: float, seed: int) -> Te
     for ix, k in zip(groups, take.tolist()):
         mask[ix[torch.randperm(len(ix), generator=g)[:k]]] = True
     return mask
+
+
+def semi_supervised(train: LandmarkData, cfg: Config) -> LandmarkData:
+    """Keep the landmarks of a class-balanced ``labelled_pct`` % of ``train`` (none for variants without L)."""
+    n = len(train)
+    if "L" not in variant_terms(cfg.loss.variant):
+        return train.without_landmarks(torch.zeros(n, dtype=torch.bool))
+    classes = next((v for k, v in train.attributes.items() if train.kinds[k] == "class"), None)
+    keep = labelled_subset(classes, n, cfg.data.labelled_pct, cfg.train.seed)
+    return train.without_landmarks(keep & train.landmark_mask.any(-1))
 
 
 class IndexStream:

@@ -156,4 +156,18 @@ def make_blocks(n: int, seed: int = 0, split: str = "train") -> LandmarkData:
     )
 
 
+def block_figure_canvases(scale: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """The 15 base figures of Blocks, upright and centred at cell size ``scale``: ``canvases (15, 60, 60)``
+    float in [0, 1] and their 5 landmarks ``(15, 5, 2)`` (for the class chart of the README)."""
+    canvases = np.zeros((NUM_BLOCK_CLASSES, SIZE, SIZE), np.float32)
+    landmarks = np.zeros((NUM_BLOCK_CLASSES, 5, 2))
+    for c, figure in enumerate(BLOCK_FIGURES):
+        cells = np.asarray(figure, dtype=float)
+        polys, lms = _figure_parts(cells - cells.mean(0))
+        for p in polys:
+            fill_convex(canvases[c], p * scale + (SIZE - 1) / 2)
+        landmarks[c] = lms * scale + (SIZE - 1) / 2
+    return canvases, landmarks
+
+
 GENERATORS = {"shapes": make_shapes, "blocks": make_blocks}

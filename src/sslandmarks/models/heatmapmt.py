@@ -1,8 +1,8 @@
 """Heatmap-MT (Fig. 6, Table S6): the heatmap multi-task baseline.
 
 Full-resolution convs give K maps; the landmark branch is a softmax over all pixels of each map,
-trained with cross-entropy on the ground-truth pixel (``landmark_loss = "heatmap_ce"``) and read out
-by arg-max (so ELT, which needs differentiable coordinates, does not apply). The classification
+trained with cross-entropy on the ground-truth pixel (``MODELS["heatmapmt"].landmark_loss``) and read
+out by arg-max (so ELT, which needs differentiable coordinates, does not apply). The classification
 branch pools the pre-softmax maps: four (2x2 pool, conv) stages, then the FC layers.
 """
 
@@ -16,8 +16,6 @@ from sslandmarks.softargmax import hard_argmax
 
 
 class HeatmapMT(nn.Module):
-    landmark_loss = "heatmap_ce"
-
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         h, w = cfg.input_size
@@ -33,8 +31,12 @@ class HeatmapMT(nn.Module):
             {hd.name: mlp(flat, cfg.mlp_hidden, head_outputs(hd), cfg.dropout) for hd in cfg.heads}
         )
 
+    def heatmaps(self, images: Tensor) -> Tensor:
+        """``images (B, C, H, W)`` -> pre-softmax maps ``(B, K, H, W)``."""
+        return self.localizer(images)
+
     def forward(self, images: Tensor) -> ModelOutput:
-        heatmaps = self.localizer(images)
+        heatmaps = self.heatmaps(images)
         landmarks = hard_argmax(heatmaps)
         z = self.branch(heatmaps) if self.heads else None
         return ModelOutput(heatmaps, landmarks, {name: head(z) for name, head in self.heads.items()})

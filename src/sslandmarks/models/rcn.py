@@ -29,7 +29,6 @@ class RCN(nn.Module):
     def __init__(self, cfg: ModelConfig, plus: bool = True) -> None:
         super().__init__()
         self.plus = plus
-        self.landmark_loss = "l2" if plus else "heatmap_ce"
         self.beta = cfg.beta
         h, w = cfg.input_size
         self.register_buffer("size", torch.tensor([w, h], dtype=torch.float32), persistent=False)
@@ -59,7 +58,8 @@ class RCN(nn.Module):
             {hd.name: mlp(2 * k, cfg.mlp_hidden, head_outputs(hd), cfg.dropout) for hd in cfg.heads}
         )
 
-    def forward(self, images: Tensor) -> ModelOutput:
+    def heatmaps(self, images: Tensor) -> Tensor:
+        """``images (B, C, H, W)`` -> pre-softmax maps ``(B, K, H / stem_stride, W / stem_stride)``."""
         skips, x = [], self.stem(images)
         for conv in self.down:
             x = conv(x)
@@ -69,7 +69,10 @@ class RCN(nn.Module):
         for conv, skip in zip(self.up, reversed(skips)):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = conv(torch.cat([x, skip], dim=1))
-        heatmaps = self.maps(x)
+        return self.maps(x)
+
+    def forward(self, images: Tensor) -> ModelOutput:
+        heatmaps = self.heatmaps(images)
         landmarks = soft_argmax(heatmaps, self.beta)[0] if self.plus else hard_argmax(heatmaps)
         if self.stride > 1:
             landmarks = heatmap_to_image(landmarks, self.stride)

@@ -27,9 +27,13 @@ class SeqMT(nn.Module):
             {hd.name: mlp(2 * k, cfg.mlp_hidden, head_outputs(hd), cfg.dropout) for hd in cfg.heads}
         )
 
+    def heatmaps(self, images: Tensor) -> Tensor:
+        """``images (B, C, H, W)`` -> pre-softmax maps ``(B, K, H, W)``."""
+        return self.localizer(images)
+
     def forward(self, images: Tensor) -> ModelOutput:
         """``images (B, C, H, W)`` float -> :class:`ModelOutput` with maps at full resolution."""
-        heatmaps = self.localizer(images)
+        heatmaps = self.heatmaps(images)
         landmarks, _ = soft_argmax(heatmaps, self.beta)
         # The MLP reads coordinates scaled to [-1, 1] (a fixed affine map of the pixel coordinates).
         z = to_unit(landmarks, self.size).flatten(1)

@@ -1,0 +1,97 @@
+"""Faces in ordinary photos: dlib's HOG detector boxes, mapped to the crops a face model was trained on.
+
+A model trained on crops around the ground-truth landmarks (``data.name: files``) needs the same framing
+at prediction time: each detector box is mapped to the landmark box it stands for (constants measured by
+``scripts/calibrate_dlib_box.py``), then cropped exactly like training crops (:func:`files.crop_transform`).
+dlib is the optional ``detect`` extra (``pip install 'sslandmarks[detect]'``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sslandmarks.data.dataset import LandmarkData
+from sslandmarks.data.files import as_channels, crop_image, crop_transform, read_image
+from sslandmarks.data.formats import Sample
+from sslandmarks.errors import UserError
+from sslandmarks.geometry import apply_points
+
+# dlib box -> our landmark box, measured by scripts/calibrate_dlib_box.py on the 1,157 AFW + HELEN-train faces
+# where dlib's HOG detector found the face (of 1,207): landmark-box centre = box centre + (0.007, 0.085) *
+# box side; landmark-box side = 0.994 * box side (std 0.09, 0.05, 0.09).
+DLIB_TO_LANDMARK_BOX = (0.007, 0.085, 0.994)
+# per landmark layout: (dx, dy, ds) of its landmark box against dlib's box side. The 5 MTFL points' box
+# relative to the 68-point box, measured on the same 1,207 AFW + HELEN-train faces (eye centres = means of
+# the eye contours, nose tip, mouth corners): centre + (0.001, -0.066) * side68, side = 0.492 * side68
+# (std 0.09, 0.03, 0.04), composed with the 68-point constants above.
+DETECTOR_BOXES: dict[str, tuple[float, float, float]] = {
+    "300w-68": DLIB_TO_LANDMARK_BOX,
+    "mtfl-5": (0.008, 0.019, 0.489),
+}
+
+Box = tuple[int, int, int, int]  # (left, top, right, bottom) in photo pixels
+
+
+def detect_faces(rgb: np.ndarray) -> list[Box]:
+    """Face boxes from dlib's HOG detector on ``rgb (H, W, 3)`` uint8, largest first."""
+    try:
+        import dlib
+    except ImportError:
+        raise UserError("this model works on face crops and needs a face detector: "
+                        "pip install 'sslandmarks[detect]' (dlib-bin)") from None
+    detector = detect_faces.__dict__.setdefault("detector", dlib.get_frontal_face_detector())
+    boxes = [(d.left(), d.top(), d.right(), d.bottom()) for d in detector(rgb, 1)]
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]))
+
+
+def box_to_crop(box: Box, size: tuple[int, int], margin: float, layout: str | None = "300w-68") -> torch.Tensor:
+    """3x3 photo -> input transform for a detector box, matching the landmark-box crops of training
+    (the landmark box of ``layout``; layouts without a measured relation use the 68-point one)."""
+    dx, dy, ds = DETECTOR_BOXES.get(layout or "", DLIB_TO_LANDMARK_BOX)
+    side = box[2] - box[0]
+    c = np.array([(box[0] + box[2]) / 2 + dx * side, (box[1] + box[3]) / 2 + dy * side])
+    corners = np.stack([c - ds * side / 2, c + ds * side / 2])
+    return torch.from_numpy(crop_transform(corners, size, margin)).float()
+
+
+def resize_transform(h: int, w: int, size: tuple[int, int]) -> torch.Tensor:
+    """3x3 transform from an ``h x w`` image to the whole image resized to ``size = (H, W)`` (pixel centres
+    map to pixel centres: ``x_in = (x + 0.5) * W / w - 0.5``)."""
+    t = torch.eye(3)
+    t[0, 0], t[1, 1] = size[1] / w, size[0] / h
+    t[:2, 2] = torch.tensor([size[1] / w, size[0] / h]) * 0.5 - 0.5
+    return t
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two ``(left, top, right, bottom)`` boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def detector_crops(samples: list[Sample], size: tuple[int, int], channels: int, margin: float,
+                   layout: str | None = None, progress: bool = True) -> tuple[LandmarkData, list[str]]:
+    """Annotated photos cropped the way ``predict`` crops them: from dlib's detector box (the one that
+    overlaps the ground-truth landmark box most, IoU >= 0.3), not from the landmarks.
+
+    Returns ``(LandmarkData, missed)``: the crops with their ground truth mapped into them (``from_source``
+    set, so metrics come out in photo pixels) and the samples whose face the detector did not find."""
+    images, landmarks, transforms, missed = [], [], [], []
+    for s in tqdm(samples, desc="detect", disable=not progress):
+        rgb = read_image(s.image, 3)
+        lo, hi = np.nanmin(s.landmarks, 0), np.nanmax(s.landmarks, 0)
+        overlap, box = max(((iou(b, (*lo, *hi)), b) for b in detect_faces(rgb)), default=(0.0, None))
+        if overlap < 0.3:
+            missed.append(s.where or str(s.image))
+            continue
+        t = box_to_crop(box, size, margin, layout)
+        images.append(crop_image(as_channels(rgb, channels), t, size)[0])
+        landmarks.append(apply_points(t[None], torch.from_numpy(s.landmarks).float()[None])[0])
+        transforms.append(t)
+    if not images:
+        raise UserError("the face detector found none of the annotated faces")
+    return LandmarkData(torch.stack(images), torch.stack(landmarks), from_source=torch.stack(transforms)), missed

@@ -1,0 +1,169 @@
+"""The aggregate of a reproduction: mean and std over seeds of every cell, written as ``table.csv``,
+``table.md`` (ours beside the paper's figures), ``plot.png`` and, where the table has them, ``metrics.csv``
+and ``accuracy.csv``. Reads the cells' ``metrics.json`` and ``log.csv``; trains nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+from sslandmarks.tables import Row, Table, cell_dir
+from sslandmarks.viz import table_plot
+
+
+def _stats(vals: list[float]) -> tuple[float, float]:
+    t = torch.tensor(vals, dtype=torch.float64)
+    return (float(t.mean()), float(t.std(unbiased=False))) if vals else (math.nan, math.nan)
+
+
+def _logged_seconds(log: Path) -> float:
+    """The training time a run's ``log.csv`` ends with (0 when there is none)."""
+    if not log.is_file():
+        return 0.0
+    with log.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else 0.0
+
+
+def collect(table: Table, out: Path, seeds: int) -> list[dict]:
+    """Mean and std over the finished seeds of each cell (and of the class accuracy, for rows with A), and
+    the cell's summed training time (``train_minutes``: the last ``seconds`` of each seed's ``log.csv``)."""
+    rows = []
+    for row in table.rows:
+        for pct in table.fractions:
+            if pct == 100.0 and row.name in table.no_full:
+                continue
+            vals, accs, more, seconds = [], [], {key: [] for key, _, _ in table.also}, 0.0
+            for seed in range(seeds):
+                m = cell_dir(out, row, pct, seed) / "metrics.json"
+                if m.is_file():
+                    metrics = json.loads(m.read_text())
+                    seconds += _logged_seconds(m.parent / "log.csv")
+                    vals.append(metrics[table.metric])
+                    if table.accuracy and "A" in row.variant.split("+"):
+                        accs.append(100.0 * metrics["attribute_accuracy"][table.accuracy])
+                    for key in more:
+                        v = _lookup(metrics, key)
+                        if v is not None and not (key.startswith("attribute_accuracy") and "A" not in row.variant):
+                            more[key].append(100.0 * v if key.startswith("attribute_accuracy") else v)
+            mean, std = _stats(vals)
+            r = {"model": row.name, "labelled_pct": pct, "mean": mean, "std": std, "seeds": len(vals),
+                 "paper": row.paper.get(pct), "train_minutes": seconds / 60}
+            for key, v in more.items():
+                r[f"{key}_mean"], r[f"{key}_std"] = _stats(v)
+            if accs:
+                r["accuracy_mean"], r["accuracy_std"] = _stats(accs)
+                r["paper_accuracy"] = row.paper_accuracy.get(pct)
+            rows.append(r)
+    return rows
+
+
+def _lookup(metrics: dict, key: str):
+    """``metrics["a"]["b"]`` for ``"a.b"``; None where absent. Keys may hold dots themselves (``auc@0.08``)."""
+    if key in metrics:
+        return metrics[key]
+    head, _, rest = key.partition(".")
+    return _lookup(metrics[head], rest) if rest and isinstance(metrics.get(head), dict) else None
+
+
+def _pair(ours: str, mean: float, paper: float | None, lower_is_better: bool) -> str:
+    """``ours (paper)`` with the better of the two in bold."""
+    if paper is None:
+        return ours
+    if (mean <= paper) == lower_is_better:
+        return f"**{ours}** ({paper:.2f})"
+    return f"{ours} (**{paper:.2f}**)"
+
+
+def _md_table(table: Table, results: list[dict], key: str, paper_key: str, lower_is_better: bool,
+              rows: list[Row]) -> list[str]:
+    lines = ["| model | " + " | ".join(f"{p:g} %" for p in table.fractions) + " |",
+             "|---|" + "---|" * len(table.fractions)]
+    by = {(r["model"], r["labelled_pct"]): r for r in results}
+    for row in rows:
+        cellsmd = []
+        for pct in table.fractions:
+            r = by.get((row.name, pct))
+            if r is None or math.isnan(r.get(key, math.nan)):
+                cellsmd.append("")
+                continue
+            ours = f"{r[key]:.2f} +- {r[key.removesuffix('mean') + 'std']:.2f}"
+            cellsmd.append(_pair(ours, r[key], r.get(paper_key), lower_is_better))
+        lines.append(f"| {row.name} | " + " | ".join(cellsmd) + " |")
+    return lines
+
+
+def _write_csvs(table: Table, results: list[dict], out: Path) -> None:
+    """``table.csv`` (the tabulated metric), ``metrics.csv`` (with the table's further metrics) and
+    ``accuracy.csv`` (the class head's accuracy, for rows trained with A)."""
+    metric = "error" if table.unit == "px" else "nme"
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "labelled_pct", f"{metric}_mean", f"{metric}_std", "seeds"] + ["paper"] * table.has_paper)
+        for r in results:
+            w.writerow([r["model"], f"{r['labelled_pct']:g}", f"{r['mean']:.4f}", f"{r['std']:.4f}", r["seeds"]]
+                       + ["" if r["paper"] is None else r["paper"]] * table.has_paper)
+    if table.also:
+        with open(out / "metrics.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "labelled_pct", "seeds", f"{metric}_mean", f"{metric}_std",
+                        *[f"{key}_{s}" for key, _, _ in table.also for s in ("mean", "std")]])
+            for r in results:
+                w.writerow([r["model"], f"{r['labelled_pct']:g}", r["seeds"], f"{r['mean']:.4f}", f"{r['std']:.4f}",
+                            *[f"{r[f'{key}_{s}']:.4f}" for key, _, _ in table.also for s in ("mean", "std")]])
+    acc = [r for r in results if "accuracy_mean" in r]
+    if acc:
+        with open(out / "accuracy.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "labelled_pct", "accuracy_mean", "accuracy_std", "seeds", "paper"])
+            for r in acc:
+                w.writerow([r["model"], f"{r['labelled_pct']:g}", f"{r['accuracy_mean']:.2f}",
+                            f"{r['accuracy_std']:.2f}", r["seeds"],
+                            "" if r["paper_accuracy"] is None else r["paper_accuracy"]])
+
+
+def _markdown(table: Table, results: list[dict], seeds: int, quick: bool, seconds: float,
+              extra: list[str] | None) -> list[str]:
+    """The lines of ``table.md``: what ran where, the notes, then one table per metric."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86'})"
+    lines = [f"# {table.title}", "",
+             f"Ours: mean +- std over {seeds} seed(s){' (--quick: short runs, not a result)' if quick else ''}"
+             + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
+             f"Device: {device}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min "
+             f"(the cells' training loops: {sum(r['train_minutes'] for r in results):.1f} min in all).", ""]
+    if extra:
+        lines += ["Every cell ran with these changes to the configs (`--set`): "
+                  + ", ".join(f"`{item}`" for item in extra) + "."
+                  + (" A `model.*` item applies to the rows whose model reads that key." if any(
+                      item.startswith("model.") for item in extra) else ""), ""]
+    if table.note:
+        lines += [table.note, ""]
+    lines += _md_table(table, results, "mean", "paper", True, list(table.rows))
+    for key, label, lower in table.also:
+        names = {r["model"] for r in results if not math.isnan(r.get(f"{key}_mean", math.nan))}
+        if names:
+            rows = [row for row in table.rows if row.name in names]
+            lines += ["", f"Test {label}:", "", *_md_table(table, results, f"{key}_mean", "", lower, rows)]
+    names = {r["model"] for r in results if "accuracy_mean" in r}
+    if names:
+        lines += ["", f"Test {table.accuracy} accuracy (%, higher is better; the paper's Table S3 in brackets):", "",
+                  *_md_table(table, results, "accuracy_mean", "paper_accuracy", False,
+                             [row for row in table.rows if row.name in names])]
+    if table.compare:
+        a, b, pct = table.compare
+        lines += ["", f"![{a} vs {b} at {pct:g} %](figure.png)"]
+    return lines
+
+
+def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quick: bool, seconds: float,
+                  extra: list[str] | None = None) -> None:
+    """``table.csv``, ``table.md`` and ``plot.png`` (+ ``metrics.csv`` and ``accuracy.csv`` where the table has
+    more metrics or a class head); ``extra`` (the ``--set`` overrides of every cell) is stated in ``table.md``."""
+    _write_csvs(table, results, out)
+    (out / "table.md").write_text("\n".join(_markdown(table, results, seeds, quick, seconds, extra)) + "\n")
+    table_plot(results, table, out / "plot.png")

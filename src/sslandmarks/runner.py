@@ -1,0 +1,176 @@
+"""Paper tables as single commands: a grid of (model row x labelled fraction x seed) training runs.
+
+Each cell trains in ``OUT/runs/<row>/<pct>pct-seed<seed>`` and is skipped when its ``metrics.json``
+exists, so a stopped reproduction is rerun without redoing finished cells (an interrupted cell resumes
+from its last checkpoint). The tables are data (:mod:`~sslandmarks.tables`); the aggregate is written by
+:mod:`~sslandmarks.report` as ``table.csv``, ``table.md`` and ``plot.png``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from sslandmarks.checkpoint import model_from_checkpoint
+from sslandmarks.config import CONFIGS, Config, load_config, merge, parse_overrides, to_dict, with_overrides
+from sslandmarks.data.dataset import Splits
+from sslandmarks.data.sources import load_splits
+from sslandmarks.errors import UserError
+from sslandmarks.inference import predict_all
+from sslandmarks.models import check_config, model_entry
+from sslandmarks.report import collect, write_outputs
+from sslandmarks.tables import TABLES, Row, Table, cell_dir, cells
+from sslandmarks.train import fit
+from sslandmarks.viz import prediction_grid
+
+SHAPES_QUICK = {"data": {"n_train": 400, "n_val": 100, "n_test": 200},
+                "train": {"steps": 30, "eval_every": 15, "checkpoint_every": 15}}
+
+
+def run_shapes_figure3(out: str | Path, quick: bool = False, extra: list[str] | None = None,
+                       progress: bool = True) -> dict:
+    """Sec. 4.1 / Fig. 3: Seq-MT trained on Shapes with class labels only; writes ``figure3.png`` and
+    ``figure3.md`` (class accuracy and landmark consistency on the test set, the paper's 99 % beside)."""
+    cfg = load_config(CONFIGS / "shapes.yaml", extra)
+    if quick:
+        cfg = with_overrides(cfg, SHAPES_QUICK)
+    out = Path(out)
+    run = out / "run"
+    t0 = time.time()
+    metrics, _ = fit(cfg, load_splits(cfg), run, resume=(run / "checkpoints" / "last.ckpt").is_file(),
+                     progress=progress)
+    acc = metrics["attribute_accuracy"]["nearer"]
+    text = "\n".join([
+        "# Shapes (Sec. 4.1, Fig. 3): landmarks learned from class labels only" + (" [--quick]" if quick else ""),
+        "",
+        "| test figure | ours | paper |", "|---|---|---|",
+        f"| class accuracy | {acc:.3f} | 0.99 |",
+        f"| landmark consistency | {metrics['landmark_consistency']:.3f} | (qualitative: Fig. 3) |",
+        "",
+        f"{metrics['n_images']} test images; {cfg.train.steps} steps; device "
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}; torch {torch.__version__}; "
+        f"{(time.time() - t0) / 60:.1f} min.",
+        "", "![Fig. 3](figure3.png)", ""])
+    (out / "figure3.md").write_text(text)
+    (out / "figure3.png").write_bytes((run / "figure3.png").read_bytes())
+    return metrics
+
+
+def _model_key(item: str) -> str | None:
+    """``"model.kernel=3"`` -> ``"kernel"``; None for an item outside the model section."""
+    key = item.partition("=")[0].strip()
+    return key.removeprefix("model.") if key.startswith("model.") else None
+
+
+def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extra: list[str] | None = None) -> Config:
+    """The config of one cell: the row's file and variant, ``--set`` items, its fraction and seed (and the
+    table's short-run overrides with ``quick``). A ``model.*`` item applies to the rows whose model reads
+    that key (a table mixes models: Seq-MT's ``depth`` means nothing to RCN+)."""
+    items = [f"loss.variant={row.variant}", *(extra or [])]
+    reads = model_entry(load_config(CONFIGS / row.config, items).model.name).reads
+    cfg = load_config(CONFIGS / row.config, [i for i in items if _model_key(i) in (None, *reads)])
+    cell = {"data": {"labelled_pct": pct}, "train": {"seed": seed}}
+    return with_overrides(cfg, merge(cell, table.quick) if quick else cell)
+
+
+_SPLITS: dict[str, Splits] = {}  # loaded datasets, shared by the cells a process runs
+
+
+def _splits(cfg: Config) -> Splits:
+    """The cell's data splits, loaded once per process for all cells with the same data and input."""
+    d, m = to_dict(cfg)["data"], cfg.model
+    d.pop("labelled_pct")  # applied by fit, not by loading
+    key = repr((d, m.input_size, m.in_channels, m.num_landmarks, m.heads))
+    if key not in _SPLITS:
+        _SPLITS[key] = load_splits(cfg)
+    return _SPLITS[key]
+
+
+def _run_cell(table_name: str, row_index: int, pct: float, seed: int, quick: bool, extra: list[str] | None,
+              run: Path, threads: int = 0) -> str:
+    """Train one cell (resuming an interrupted one); runs in this process or in a worker process."""
+    if threads:
+        torch.set_num_threads(threads)
+    table = TABLES[table_name]
+    row = table.rows[row_index]
+    cfg = cell_config(table, row, pct, seed, quick, extra)
+    fit(cfg, _splits(cfg), run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
+    return f"{row.name} {pct:g}% seed {seed}"
+
+
+def _check_request(name: str, seeds: int, jobs: int, fractions, models, quick: bool, extra) -> Table:
+    """Refuse a bad request before any run: table, counts, selection, ``--set`` items and every row's config."""
+    if name not in TABLES:
+        raise UserError(f"unknown table {name!r}: use one of {', '.join(TABLES)}")
+    table = TABLES[name]
+    if not 1 <= seeds <= 100:
+        raise UserError(f"--seeds {seeds}: give a number of seeds between 1 and 100")
+    if not 1 <= jobs <= 64:
+        raise UserError(f"--jobs {jobs}: give a number of parallel runs between 1 and 64")
+    for f in fractions or []:
+        if f not in table.fractions:
+            raise UserError(f"--fractions {f:g}: {name} has the columns {', '.join(f'{p:g}' for p in table.fractions)}")
+    for m in models or []:
+        if m not in [r.name for r in table.rows]:
+            raise UserError(f"--models {m!r}: {name} has the rows {', '.join(repr(r.name) for r in table.rows)}")
+    parse_overrides(extra)  # validate --set early
+    configs = [cell_config(table, row, 100.0, 0, quick, extra) for row in table.rows]
+    for cfg in configs:  # bad keys, or what a row's model cannot do, fail before any run
+        check_config(cfg)
+    for key in filter(None, map(_model_key, extra or [])):
+        if not any(key in model_entry(cfg.model.name).reads for cfg in configs):
+            raise UserError(f"--set model.{key}: no model of {name} reads it")
+    return table
+
+
+def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, extra: list[str] | None = None,
+              progress: bool = True, jobs: int = 1, fractions: list[float] | None = None,
+              models: list[str] | None = None) -> list[dict]:
+    """Run (or finish) every cell of table ``name`` into ``out`` and write the aggregate files.
+
+    ``fractions`` / ``models`` restrict the grid to some columns / rows (the other cells stay empty
+    unless an earlier invocation ran them). ``jobs > 1`` trains that many cells at once in worker
+    processes (the models are small: one run alone leaves a GPU, or a many-core CPU, mostly idle)."""
+    table, out = _check_request(name, seeds, jobs, fractions, models, quick, extra), Path(out)
+    t0 = time.time()
+    todo = [(name, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
+            for row, pct, seed in cells(table, seeds, fractions, models)
+            if not (cell_dir(out, row, pct, seed) / "metrics.json").is_file()]
+    bar = tqdm(total=len(todo), desc=name, unit="run", disable=not progress)
+    if jobs == 1:
+        for args in todo:
+            bar.set_postfix_str(_run_cell(*args))
+            bar.update()
+    else:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in as_completed([pool.submit(_run_cell, *args, threads) for args in todo]):
+                bar.set_postfix_str(done.result())
+                bar.update()
+    bar.close()
+    results = collect(table, out, seeds)
+    write_outputs(table, results, out, seeds, quick, time.time() - t0, extra)
+    if table.compare:
+        compare_figure(table, out, quick, extra)
+    return results
+
+
+def compare_figure(table: Table, out: Path, quick: bool, extra: list[str] | None, n: int = 12) -> None:
+    """``figure.png`` (like the paper's Fig. 7): ground truth and the two ``table.compare`` rows (seed 0)
+    on the first ``n`` test images; skipped while either run is unfinished."""
+    a, b, pct = table.compare
+    rows = {r.name: r for r in table.rows}
+    runs = {name: cell_dir(out, rows[name], pct, 0) for name in (a, b)}
+    if not all((r / "metrics.json").is_file() for r in runs.values()):
+        return
+    test = _splits(cell_config(table, rows[a], pct, 0, quick, extra)).test
+    images = test.images[:n]
+    preds = {f"{name} ({pct:g} %)": predict_all(model_from_checkpoint(r / "checkpoints" / "best.ckpt")[0], images)[0]
+             for name, r in runs.items()}
+    prediction_grid(images, test.landmarks[:n], preds, out / "figure.png")

@@ -1,0 +1,164 @@
+"""The paper's tables as data: rows (model, config, variant, the paper's figures) x labelled fractions.
+
+Plain data and path arithmetic, no torch: the command line reads the table names from here, so
+``sslandmarks --help`` stays fast. :mod:`~sslandmarks.runner` trains the cells, :mod:`~sslandmarks.report`
+writes the aggregate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # spelled as in the paper, e.g. "Seq-MT (L+ELT+A)"
+    config: str  # file in configs/
+    variant: str
+    paper: dict[float, float] = field(default_factory=dict)  # labelled % -> the paper's figure
+    paper_accuracy: dict[float, float] = field(default_factory=dict)  # labelled % -> the paper's class accuracy
+
+
+@dataclass(frozen=True)
+class Table:
+    rows: tuple[Row, ...]
+    fractions: tuple[float, ...]
+    metric: str  # key of metrics.json that is tabulated
+    unit: str
+    title: str
+    no_full: frozenset[str] = frozenset()  # rows without the 100 % column (ELT: no unlabelled images)
+    quick: dict = field(default_factory=dict)  # overrides for --quick
+    accuracy: str | None = None  # a class head whose test accuracy is tabulated too (rows trained with A)
+    compare: tuple[str, str, float] | None = None  # two rows drawn on test images at one fraction (figure.png)
+    note: str = ""  # said under the table (e.g. where the data differ from the paper's)
+    also: tuple[tuple[str, str, bool], ...] = ()  # more metrics: (metrics.json key, dotted; label; lower is better)
+
+    @property
+    def has_paper(self) -> bool:
+        return any(row.paper for row in self.rows)
+
+
+def _row(name: str, config: str, variant: str, paper: list[float | None], fractions,
+         paper_accuracy: list[float | None] = ()) -> Row:
+    return Row(name, config, variant, {f: p for f, p in zip(fractions, paper) if p is not None},
+               {f: p for f, p in zip(fractions, paper_accuracy) if p is not None})
+
+
+BLOCKS_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+BLOCKS_TABLE1 = Table(
+    rows=tuple(
+        _row(n, c, v, p, BLOCKS_FRACTIONS)
+        for n, c, v, p in [
+            ("Seq-MT (L)", "blocks.yaml", "L", [8.33, 3.95, 3.35, 1.98, 1.19, 0.44]),
+            ("Seq-MT (L+A)", "blocks.yaml", "L+A", [8.02, 3.45, 3.20, 1.67, 1.05, 0.38]),
+            ("Seq-MT (L+ELT)", "blocks.yaml", "L+ELT", [6.42, 1.94, 1.37, 1.16, 0.85, None]),
+            ("Seq-MT (L+ELT+A)", "blocks.yaml", "L+ELT+A", [6.25, 1.70, 1.26, 1.07, 0.74, None]),
+            ("Comm-MT (L)", "blocks_commmt.yaml", "L", [12.89, 11.56, 10.72, 9.39, 5.04, 3.41]),
+            ("Comm-MT (L+A)", "blocks_commmt.yaml", "L+A", [12.28, 11.19, 10.36, 9.01, 4.21, 2.97]),
+            ("Heatmap-MT (L)", "blocks_heatmapmt.yaml", "L", [10.09, 6.59, 5.27, 3.82, 2.78, 2.01]),
+            ("Heatmap-MT (L+A)", "blocks_heatmapmt.yaml", "L+A", [9.27, 6.35, 5.62, 3.75, 3.14, 2.23]),
+        ]
+    ),
+    fractions=BLOCKS_FRACTIONS,
+    metric="mean_error_px",
+    unit="px",
+    title="Blocks, Table 1: test landmark error (pixels) vs percentage of images with labelled landmarks",
+    no_full=frozenset({"Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)"}),
+    quick={"data": {"n_val": 300, "n_test": 600},
+           "train": {"steps": 60, "eval_every": 30, "log_every": 30, "checkpoint_every": 30}},
+)
+REAL_DATA_QUICK = {"train": {"steps": 40, "eval_every": 20, "log_every": 20, "checkpoint_every": 20}}
+HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
+HGR1_TABLE2 = Table(
+    rows=tuple(
+        _row(n, c, v, p, HGR1_FRACTIONS, a)
+        for n, c, v, p, a in [  # Table 2 (NME, % of wrist width) and Table S3 (gesture accuracy, %)
+            ("Seq-MT (L)", "hgr1.yaml", "L", [52.6, 44.7, 32.1, 22.1, 18.8], []),
+            ("Seq-MT (L+A)", "hgr1.yaml", "L+A", [50.0, 40.2, 31.4, 22.3, 18.4], [69.08, 70.14, 72.26, 77.07, 75.92]),
+            ("Seq-MT (L+ELT)", "hgr1.yaml", "L+ELT", [45.4, 32.1, 25.8, 19.6, None], []),
+            ("Seq-MT (L+ELT+A)", "hgr1.yaml", "L+ELT+A", [40.6, 32.0, 24.0, 19.8, None], [74.64, 75.01, 73.90, 79.10]),
+            ("Comm-MT (L)", "hgr1_commmt.yaml", "L", [77.1, 62.8, 52.7, 41.8, 35.7], []),
+            ("Comm-MT (L+A)", "hgr1_commmt.yaml", "L+A", [53.4, 39.3, 35.5, 26.9, 24.1],
+             [60.86, 69.64, 69.20, 76.03, 73.42]),
+            ("Heatmap-MT (L)", "hgr1_heatmapmt.yaml", "L", [66.5, 51.9, 42.4, 30.9, 25.5], []),
+            ("Heatmap-MT (L+A)", "hgr1_heatmapmt.yaml", "L+A", [64.8, 54.9, 43.2, 30.5, 26.7],
+             [83.74, 87.86, 87.55, 90.29, 89.27]),
+        ]
+    ),
+    fractions=HGR1_FRACTIONS,
+    metric="nme",
+    unit="% of palm width",
+    title="HGR1 hands, Table 2: test NME (% of palm width, MediaPipe Hands' points) vs percentage of labelled images",
+    no_full=frozenset({"Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)"}),
+    quick=REAL_DATA_QUICK,
+    accuracy="gesture",
+    compare=("Seq-MT (L)", "Seq-MT (L+ELT+A)", 5.0),
+    note="The landmarks are **MediaPipe Hands' output (machine-made, not human annotation)**: the figures measure "
+         "agreement with MediaPipe Hands on 21 points, normalised by the palm width (points 5-17). The paper's "
+         "figures (in brackets) are on HGR1's 25 human-annotated points normalised by the wrist width, and the "
+         "paper had 898 photos where this copy has 703: compare orderings and ratios, not values.",
+)
+MTFL_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 100.0)
+MTFL_TABLE = Table(
+    rows=(
+        Row("Seq-MT (L)", "mtfl.yaml", "L"),
+        Row("Seq-MT (L+A)", "mtfl.yaml", "L+A"),
+        Row("Seq-MT (L+ELT)", "mtfl.yaml", "L+ELT"),
+        Row("Seq-MT (L+ELT+A)", "mtfl.yaml", "L+ELT+A"),
+        Row("RCN+ (L)", "mtfl_rcn.yaml", "L"),
+        Row("RCN+ (L+ELT+A)", "mtfl_rcn.yaml", "L+ELT+A"),
+    ),
+    fractions=MTFL_FRACTIONS,
+    metric="nme",
+    unit="% of eye-centre distance",
+    title="MTFL: test NME (% of the eye-centre distance, AFLW test list) vs percentage of labelled images",
+    no_full=frozenset({"Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)"}),  # Seq-MT's ELT is on unlabelled images only
+    quick=REAL_DATA_QUICK,
+    also=tuple((f"attribute_accuracy.{head}", f"{head} accuracy (%)", False)
+               for head in ("gender", "smile", "glasses", "pose")),
+    note="Trained on MTFL's training list (LFW + web faces, a tenth held out for validation), tested on its AFLW "
+         "list; the four attribute heads (gender, smile, glasses, 5 poses) read the 5 predicted landmarks. The "
+         "paper reports no MTFL table (its AFLW results use 19 points), so there is no paper column.",
+)
+W300_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
+W300_TABLE = Table(
+    rows=(
+        Row("Seq-MT (L)", "300w.yaml", "L"),
+        Row("Seq-MT (L+ELT)", "300w.yaml", "L+ELT"),
+        Row("RCN+ (L)", "300w_rcn.yaml", "L"),
+        Row("RCN+ (L+ELT)", "300w_rcn.yaml", "L+ELT"),
+    ),
+    fractions=W300_FRACTIONS,
+    metric="nme",
+    unit="% of inter-ocular distance",
+    title="300-W partial (AFW + HELEN train, HELEN test): test NME vs percentage of labelled images",
+    quick=REAL_DATA_QUICK,
+    also=(("nme_by.interpupil", "NME (% of inter-pupil distance)", True), ("auc@0.08", "AUC@0.08", False),
+          ("failure_rate@0.08", "failure rate@0.08", True)),
+    note="Inter-ocular = outer eye corners (points 37 and 46); inter-pupil = the eye contours' centres. ELT on every "
+         "image (the paper's 300-W protocol), so (L+ELT) has a 100 % column. The paper's Table 6 is on the full "
+         "300-W test set (HELEN + LFPW + IBUG, eye-centre normalised; Fullset at 5/10/20/50/100 %: Seq-MT (L) "
+         "9.82/8.30/7.26/6.28/5.95, Seq-MT (L+ELT) 8.23/7.28/6.62/6.10/5.74, RCN+ (L) 7.26/6.48/5.91/5.52/5.26, "
+         "RCN+ (L+ELT) 7.22/6.32/5.88/5.45/5.10); this copy has HELEN's test images only, an easier set.",
+)
+TABLES: dict[str, Table] = {"blocks-table1": BLOCKS_TABLE1, "hgr1": HGR1_TABLE2, "mtfl": MTFL_TABLE,
+                            "300w-partial": W300_TABLE}
+FIGURES = ("shapes-figure3",)  # single-run reproductions
+
+
+def cells(table: Table, seeds: int, fractions=None, models=None) -> list[tuple[Row, float, int]]:
+    """The grid: every (row, fraction, seed), less the rows' missing 100 % cells; optionally only the
+    given ``fractions`` and ``models`` (row names)."""
+    return [(row, pct, seed) for row in table.rows for pct in table.fractions
+            if not (pct == 100.0 and row.name in table.no_full)
+            and (fractions is None or pct in fractions) and (models is None or row.name in models)
+            for seed in range(seeds)]
+
+
+def slug(name: str) -> str:
+    return name.replace(" (", "_").replace(")", "").replace("+", "-")
+
+
+def cell_dir(out: Path, row: Row, pct: float, seed: int) -> Path:
+    return out / "runs" / slug(row.name) / f"{pct:g}pct-seed{seed}"

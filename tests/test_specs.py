@@ -1,0 +1,30 @@
+"""Landmark layouts: flip permutations, and the settings that need one."""
+
+import pytest
+
+from sslandmarks.errors import UserError
+from sslandmarks.specs import SPECS, flip_permutation, layout, mirror_perm
+
+
+def test_300w_flip_permutation_is_an_involution_mapping_left_eye_to_right():
+    flip = SPECS["300w-68"].flip
+    assert all(flip[flip[k]] == k for k in range(68))
+    assert flip[36] == 45 and flip[0] == 16 and flip[30] == 30 and flip[48] == 54 and flip[62] == 62
+
+
+@pytest.mark.parametrize("name", [n for n, s in SPECS.items() if s.flip is not None])
+def test_every_flip_permutation_is_an_involution(name):
+    flip = SPECS[name].flip
+    assert sorted(flip) == list(range(SPECS[name].num_landmarks)) and all(flip[flip[k]] == k for k in flip)
+
+
+def test_mirror_permutation_only_where_asked_and_possible():
+    assert layout("") is None and layout("mtfl-5").num_landmarks == 5
+    assert mirror_perm("mtfl-5", False) is None and mirror_perm("", False) is None
+    assert mirror_perm("mtfl-5", True) == (1, 0, 2, 4, 3) == flip_permutation("mtfl-5", "data.augment_flip")
+    with pytest.raises(UserError, match="data.test_flip needs a data.spec with a flip permutation"):
+        mirror_perm("hand-21", True)  # one hand's mirror is the other hand
+    with pytest.raises(UserError, match=r"data.augment_flip needs a data.spec .*\(none given"):
+        flip_permutation("", "data.augment_flip")
+    with pytest.raises(UserError, match="data.spec='nope' is unknown"):
+        layout("nope")
