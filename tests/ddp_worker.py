@@ -1,4 +1,5 @@
-"""Run by test_distributed.py: train a tiny Blocks model with N CPU processes and save each rank's weights.
+"""Run by test_distributed.py: train a tiny Blocks model (BatchNorm on, float64) with N CPU processes and
+save each rank's weights.
 
 usage: python ddp_worker.py OUT_DIR DEVICES
 """
@@ -16,12 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = [
     "data.n_train=64", "data.n_val=16", "data.n_test=16", "data.labelled_pct=50",
     "model.width=4", "model.depth=2", "model.kernel=5", "model.pointwise=[4]", "model.mlp_hidden=[16]",
-    "model.dropout=0.0", "model.batchnorm=false",  # per-rank BN statistics would differ from one process
-    # small ELT warps keep every point inside, so each rank averages as many terms as the global batch does
+    # BatchNorm stays on (blocks.yaml): under DDP its statistics are those of the global batch.
+    # Dropout masks are drawn per rank, so with dropout N processes are not one process's random computation.
+    "model.dropout=0.0",
+    # every loss term is a mean over each rank's rows; the ranks' gradients are averaged. That is the mean over
+    # the global batch when every rank averages as many terms: all landmarks of the labelled rows are known, and
+    # small ELT warps keep every point inside the image (no point is masked out on one rank only)
     "loss.elt_rotation_deg=10", "loss.elt_translate=1",
     "train.batch_labelled=8", "train.batch_unlabelled=8", "train.steps=6",
     "train.eval_every=3", "train.log_every=3", "train.checkpoint_every=3", "train.device=cpu",
     "train.channels_last=false",
+    # float64, so that summation order (which differs between 1 and 2 processes, and between CPUs) costs
+    # ~1e-16 relative instead of ~1e-7: see the bound in test_distributed.py
+    "train.precision=64-true",
 ]
 
 if __name__ == "__main__":

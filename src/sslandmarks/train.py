@@ -196,7 +196,7 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
     torch.manual_seed(tc.seed + rank)
     model = build_model(cfg.model)
     if world > 1:
-        model = sync_batchnorm(model)
+        model = sync_batchnorm(model, cpu=fabric.device.type == "cpu")
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)

@@ -2,12 +2,12 @@
 
 Under DDP each process sees only its share of a step's batch. Plain BatchNorm would normalise each share
 by its own statistics, so N processes would train a different model from one process with the same global
-batch. :func:`sync_batchnorm` swaps every ``BatchNorm*d`` for :class:`SyncBatchNorm`, whose training-mode
-statistics are those of the global batch, as in one process. torch's ``nn.SyncBatchNorm`` does this on
-accelerators only; on CPU tensors the statistics are all-reduced here, with the same semantics: mean and
-biased variance over all ``N x H x W`` values of every process for normalising, the unbiased variance for
-the running estimate. In eval mode nothing is exchanged (running statistics, as in BatchNorm). Parameter
-and buffer names are those of BatchNorm, so checkpoints load either way.
+batch. :func:`sync_batchnorm` swaps every ``BatchNorm*d`` for a layer whose training-mode statistics are
+those of the global batch, as in one process: torch's ``nn.SyncBatchNorm`` on accelerators, and on CPU
+processes (gloo), where torch and DDP refuse it, :class:`GlobalBatchNorm`, with the same semantics: mean
+and biased variance over all ``N x H x W`` values of every process for normalising, the unbiased variance
+for the running estimate. In eval mode nothing is exchanged (running statistics, as in BatchNorm).
+Parameter and buffer names are those of BatchNorm, so checkpoints load either way.
 """
 
 from __future__ import annotations
@@ -33,14 +33,17 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """``nn.SyncBatchNorm`` that also synchronises CPU processes (see the module docstring)."""
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training-mode statistics are all-reduced over the processes (CPU tensors; see the
+    module docstring). Without a process group of more than one process it is plain BatchNorm."""
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu":
-            return super().forward(x)
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return nn.modules.batchnorm._BatchNorm.forward(self, x)  # plain BatchNorm (torch's would refuse CPU)
+            return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = _AllReduceSum.apply(x.new_tensor([x.numel() / x.shape[1]]))
@@ -57,18 +60,21 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         return y * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else y
 
 
-def sync_batchnorm(module: nn.Module) -> nn.Module:
-    """``module`` with every ``BatchNorm*d`` replaced by :class:`SyncBatchNorm` sharing its parameters and
-    buffers (optimisers built on the old parameters stay valid)."""
+def sync_batchnorm(module: nn.Module, cpu: bool) -> nn.Module:
+    """``module`` with every ``BatchNorm*d`` replaced by one that normalises by global-batch statistics,
+    sharing its parameters and buffers (optimisers built on the old parameters stay valid): torch's
+    ``nn.SyncBatchNorm`` on accelerators, :class:`GlobalBatchNorm` on the CPU (``cpu``)."""
+    if not cpu:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     out = module
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
-        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
         if module.affine:
             out.weight, out.bias = module.weight, module.bias
         out.running_mean, out.running_var = module.running_mean, module.running_var
         out.num_batches_tracked = module.num_batches_tracked
         out.train(module.training)
     for name, child in module.named_children():
-        out.add_module(name, sync_batchnorm(child))
+        out.add_module(name, sync_batchnorm(child, cpu))
     return out
