@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import csv
-import time
+import json
 
 import pytest
 
+from conftest import run_module, sets
 from sslandmarks.cli import main
-from sslandmarks.tables import BLOCKS_TABLE1, cells
+from sslandmarks.tables import BLOCKS_TABLE1, cell_dir, cells
+
+
+def _row(name: str):
+    return next(r for r in BLOCKS_TABLE1.rows if r.name == name)
+
 
 TINY = ["data.n_train=60", "data.n_val=16", "data.n_test=16", "model.width=2", "model.depth=1", "model.kernel=3",
         "model.pointwise=[2]", "model.mlp_hidden=[8]", "train.batch_labelled=2", "train.batch_unlabelled=2",
@@ -24,44 +30,54 @@ def test_grid_has_the_papers_cells():
     assert BLOCKS_TABLE1.rows[3].paper == {1.0: 6.25, 5.0: 1.70, 10.0: 1.26, 20.0: 1.07, 50.0: 0.74}
 
 
-def test_tiny_grid_end_to_end_and_rerun_skips_finished_cells(tmp_path, capsys):
-    args = ["reproduce", "blocks-table1", "--out", str(tmp_path), "--seeds", "1", "--quiet",
-            *[a for s in TINY for a in ("--set", s)]]
+@pytest.fixture(scope="module")
+def tiny_grid(tmp_path_factory):
+    """Blocks Table 1 at two columns (5 %: every row; 100 %: the rows that have it), one seed, in-process."""
+    out = tmp_path_factory.mktemp("grid")
+    args = ["reproduce", "blocks-table1", "--out", str(out), "--seeds", "1", "--quiet", "--fractions", "5", "100",
+            *sets(TINY)]
     assert main(args) == 0
-    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    return out, args
+
+
+def test_tiny_grid_end_to_end_and_rerun_skips_finished_cells(tiny_grid):
+    out, args = tiny_grid
+    rows = list(csv.DictReader(open(out / "table.csv")))
     assert list(rows[0]) == ["model", "labelled_pct", "error_mean", "error_std", "seeds", "paper"]
     assert len(rows) == 46 and {r["model"] for r in rows} == {r.name for r in BLOCKS_TABLE1.rows}
-    assert all(r["seeds"] == "1" and float(r["error_mean"]) >= 0 for r in rows)
+    ran = [r for r in rows if r["seeds"] == "1"]
+    assert {r["labelled_pct"] for r in ran} == {"5", "100"} and len(ran) == 8 + 6  # no ELT row at 100 %
+    assert all(r["seeds"] == "0" for r in rows if r["labelled_pct"] not in ("5", "100"))
+    for r in ran:  # each cell's figure is its run's own test error
+        run = cell_dir(out, _row(r["model"]), float(r["labelled_pct"]), 0)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert r["error_mean"] == f"{metrics['mean_error_px']:.4f}" and r["error_std"] == "0.0000"
     assert [r["paper"] for r in rows if r["model"] == "Seq-MT (L)"][:2] == ["8.33", "3.95"]
-    md = (tmp_path / "table.md").read_text()
-    assert "| Seq-MT (L+ELT+A) |" in md and ("(6.25)" in md or "(**6.25**)" in md)
+    md = (out / "table.md").read_text()
+    assert "| Seq-MT (L+ELT+A) |" in md and ("(1.70)" in md or "(**1.70**)" in md)
     assert f"`{TINY[0]}`" in md and "training loops:" in md  # the --set changes are stated beside the figures
-    assert (tmp_path / "plot.png").stat().st_size > 10_000
-    before = (tmp_path / "table.csv").read_text()
-    t0 = time.time()
+    assert (out / "plot.png").stat().st_size > 10_000
+    before = (out / "table.csv").read_text()
+    runs = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     assert main(args) == 0  # everything is finished: only the aggregation runs
-    assert time.time() - t0 < 15 and (tmp_path / "table.csv").read_text() == before
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == runs  # nothing retrained
+    assert (out / "table.csv").read_text() == before
 
 
-def test_parallel_jobs_give_the_same_table_as_one_process(tmp_path):
+def test_parallel_jobs_give_the_same_table_as_one_process(tiny_grid, tmp_path):
     """Cells are independent and deterministic: 2 worker processes reproduce the sequential numbers (up to
-    float reduction order: a worker uses 1 thread where the sequential run uses 2)."""
-    sets = [a for s in TINY for a in ("--set", s)]
-    assert main(["reproduce", "blocks-table1", "--out", str(tmp_path / "one"), "--seeds", "1", "--quiet", *sets]) == 0
-    # through `python -m` (the spawned workers must not rerun the command line)
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    r = subprocess.run([sys.executable, "-m", "sslandmarks", "reproduce", "blocks-table1", "--out",
-                        str(tmp_path / "two"), "--seeds", "1", "--quiet", "--jobs", "2", *sets],
-                       capture_output=True, text=True, env=env, timeout=300)
+    float reduction order: a worker uses 1 thread where the sequential run uses 2). Through ``python -m``:
+    the spawned workers must not rerun the command line."""
+    one, _ = tiny_grid
+    r = run_module(["reproduce", "blocks-table1", "--out", str(tmp_path), "--seeds", "1", "--quiet", "--jobs", "2",
+                    "--fractions", "5", *sets(TINY)])
     assert r.returncode == 0, r.stderr[-2000:]
-    one = [float(r["error_mean"]) for r in csv.DictReader(open(tmp_path / "one" / "table.csv"))]
-    two = [float(r["error_mean"]) for r in csv.DictReader(open(tmp_path / "two" / "table.csv"))]
-    assert two == pytest.approx(one, abs=1e-3)
+    two = {(r["model"], r["labelled_pct"]): r for r in csv.DictReader(open(tmp_path / "table.csv"))}
+    ran = [k for k, r in two.items() if r["seeds"] == "1"]
+    assert len(ran) == 8
+    sequential = {(r["model"], r["labelled_pct"]): r for r in csv.DictReader(open(one / "table.csv"))}
+    assert [float(two[k]["error_mean"]) for k in ran] == pytest.approx(
+        [float(sequential[k]["error_mean"]) for k in ran], abs=1e-3)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -82,9 +98,14 @@ def test_quick_grid_in_the_slow_tier(tmp_path):
 
 
 def test_shapes_figure3_quick(tmp_path):
-    assert main(["reproduce", "shapes-figure3", "--out", str(tmp_path), "--quick", "--quiet"]) == 0
+    assert main(["reproduce", "shapes-figure3", "--out", str(tmp_path), "--quick", "--quiet",
+                 *sets(["model.width=4", "model.depth=2", "model.pointwise=[4]"])]) == 0
     md = (tmp_path / "figure3.md").read_text()
-    assert "class accuracy" in md and "landmark consistency" in md
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert f"| class accuracy | {metrics['attribute_accuracy']['nearer']:.3f} | 0.99 |" in md
+    assert f"| landmark consistency | {metrics['landmark_consistency']:.3f} |" in md
+    assert metrics["n_images"] == 200 and "30 steps" in md  # the --quick run
+    assert (tmp_path / "figure3.png").read_bytes() == (tmp_path / "run" / "figure3.png").read_bytes()
     assert (tmp_path / "figure3.png").stat().st_size > 10_000
 
 
@@ -114,12 +135,11 @@ def test_hgr1_table_with_generated_hands(tmp_path):
     from sslandmarks.tables import HGR1_TABLE2
 
     manifest = _hand_manifest(tmp_path)
-    sets = [f"data.{k}_path=[{manifest}]" for k in ("train", "val", "test")] + [
+    items = [f"data.{k}_path=[{manifest}]" for k in ("train", "val", "test")] + [
         "model.input_size=[16,16]", "model.width=2", "model.depth=2", "model.kernel=3", "model.pointwise=[2]",
         "model.mlp_hidden=[8]", "train.batch_labelled=2", "train.batch_unlabelled=2", "train.steps=2",
         "train.eval_every=2", "train.log_every=2", "train.checkpoint_every=2"]
-    args = ["reproduce", "hgr1", "--out", str(tmp_path / "out"), "--seeds", "1", "--quiet",
-            *[a for s in sets for a in ("--set", s)]]
+    args = ["reproduce", "hgr1", "--out", str(tmp_path / "out"), "--seeds", "1", "--quiet", *sets(items)]
     assert main([*args, "--fractions", "5", "50", "--models", "Seq-MT (L)", "Seq-MT (L+ELT+A)"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "table.csv")))
     assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds", "paper"]
@@ -128,7 +148,9 @@ def test_hgr1_table_with_generated_hands(tmp_path):
     assert len(rows) == 38 and float(next(r for r in rows if r["seeds"] == "1")["nme_mean"]) > 0
     acc = list(csv.DictReader(open(tmp_path / "out" / "accuracy.csv")))
     assert {r["model"] for r in acc} == {"Seq-MT (L+ELT+A)"}  # L has no gesture head to score
-    assert [r["paper"] for r in acc] == ["74.64", "79.1"] and 0 <= float(acc[0]["accuracy_mean"]) <= 100
+    assert [r["paper"] for r in acc] == ["74.64", "79.1"]
+    cell = tmp_path / "out" / "runs" / "Seq-MT_L-ELT-A" / "5pct-seed0" / "metrics.json"
+    assert acc[0]["accuracy_mean"] == f"{100 * json.loads(cell.read_text())['attribute_accuracy']['gesture']:.2f}"
     md = (tmp_path / "out" / "table.md").read_text()
     assert "MediaPipe" in md and "gesture accuracy" in md and ("(52.60)" in md or "(**52.60**)" in md)
     assert (tmp_path / "out" / "figure.png").stat().st_size > 10_000  # L vs L+ELT+A at 5 %
@@ -177,9 +199,9 @@ def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
     MTFL table) and tabulates the four attribute accuracies; the 300-W table adds inter-pupil NME, AUC and
     failure rate, and its ELT rows have a 100 % column (ELT on every image, as the paper does on 300-W)."""
     mtfl, pts = _face_files(tmp_path)
-    sets = [f"data.train_path=[{mtfl}]", f"data.test_path=[{mtfl}]", "data.val_fraction=0.25", *FACE_TINY]
+    items = [f"data.train_path=[{mtfl}]", f"data.test_path=[{mtfl}]", "data.val_fraction=0.25", *FACE_TINY]
     assert main(["reproduce", "mtfl", "--out", str(tmp_path / "m"), "--seeds", "1", "--quiet", "--fractions", "20",
-                 "--models", "Seq-MT (L+ELT+A)", "RCN+ (L)", *[a for s in sets for a in ("--set", s)]]) == 0
+                 "--models", "Seq-MT (L+ELT+A)", "RCN+ (L)", *sets(items)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "m" / "table.csv")))
     assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds"]
     assert len(rows) == 6 * 5 - 2
@@ -190,12 +212,14 @@ def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
     more = list(csv.DictReader(open(tmp_path / "m" / "metrics.csv")))
     assert "attribute_accuracy.pose_mean" in more[0]
 
-    sets = [f"data.train_path=[{pts}]", f"data.test_path=[{pts}]", "data.val_fraction=0.25", *FACE_TINY]
+    items = [f"data.train_path=[{pts}]", f"data.test_path=[{pts}]", "data.val_fraction=0.25", *FACE_TINY]
     assert main(["reproduce", "300w-partial", "--out", str(tmp_path / "w"), "--seeds", "1", "--quiet", "--fractions",
-                 "100", "--models", "RCN+ (L+ELT)", *[a for s in sets for a in ("--set", s)]]) == 0
+                 "100", "--models", "RCN+ (L+ELT)", *sets(items)]) == 0
     more = list(csv.DictReader(open(tmp_path / "w" / "metrics.csv")))
     cell = next(r for r in more if r["model"] == "RCN+ (L+ELT)" and r["labelled_pct"] == "100")
     assert cell["seeds"] == "1" and float(cell["nme_by.interpupil_mean"]) > 0
-    assert 0 <= float(cell["auc@0.08_mean"]) <= 1 and 0 <= float(cell["failure_rate@0.08_mean"]) <= 1
+    metrics = json.loads((tmp_path / "w" / "runs" / "RCN-_L-ELT" / "100pct-seed0" / "metrics.json").read_text())
+    assert cell["auc@0.08_mean"] == f"{metrics['auc@0.08']:.4f}"
+    assert cell["failure_rate@0.08_mean"] == f"{metrics['failure_rate@0.08']:.4f}"
     md = (tmp_path / "w" / "table.md").read_text()
     assert "inter-pupil" in md and "AUC@0.08" in md and "failure rate@0.08" in md
