@@ -8,22 +8,15 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import BLOCKS, ENV, ROOT, sets
 from sslandmarks.cli import main
 from sslandmarks.config import load_config
 from sslandmarks.data.sources import load_splits
-
-ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = str(ROOT / "configs" / "blocks.yaml")
-
-
-def sets(items):
-    return [a for item in items for a in ("--set", item)]
 
 
 def train_args(out: Path, overrides: list[str]) -> list[str]:
@@ -36,25 +29,22 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_overrides):
     expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())
 
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "sslandmarks", *train_args(out, overrides)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "log.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:  # kill mid-run, after a few checkpoints
-        if log.is_file() and len(log.read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "metrics.json").exists(), "finished before the kill: make the run longer"
+    # killed in the forward pass of step 23: the last checkpoint on disk is step 20's (every 5 steps)
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_worker.py"), "23", *train_args(out, overrides)],
+                       env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    assert not (out / "metrics.json").exists()
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert 0 < state["step"] < 60
+    assert state["step"] == 20
+    assert not list(out.glob("**/.*.tmp*"))  # no torn or stray temporary file
     assert main(train_args(out, overrides) + ["--resume"]) == 0
     got = json.loads((out / "metrics.json").read_text())
     assert got["test"] == expected["test"] and got["val"] == expected["val"]
     steps = [int(line.split(",")[0]) for line in (out / "log.csv").read_text().splitlines()[1:]]
-    assert steps == sorted(set(steps)) and steps[-1] == 60  # no duplicated rows after the resume
+    assert steps == list(range(5, 61, 5))  # no duplicated or missing rows after the resume
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    resumed = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
 class _Evil:
