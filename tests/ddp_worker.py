@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from conftest import ROOT
 from sslandmarks.config import load_config
 from sslandmarks.data.sources import load_splits
 from sslandmarks.train import fit
 
-ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = [
     "data.n_train=64", "data.n_val=16", "data.n_test=16", "data.labelled_pct=50",
     "model.width=4", "model.depth=2", "model.kernel=5", "model.pointwise=[4]", "model.mlp_hidden=[16]",

@@ -1,9 +1,8 @@
 """ONNX export: ONNX Runtime agrees with PyTorch within 1e-3 px (skipped without the onnx extra)."""
 
-from pathlib import Path
-
 import pytest
 
+from conftest import BLOCKS, sets
 from sslandmarks.cli import main
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sslandmarks[onnx]')")
@@ -17,10 +16,9 @@ def test_export_parity_on_cpu(tmp_path, tiny_overrides, capsys):
 
     from sslandmarks.checkpoint import model_from_checkpoint
 
-    root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
-    assert main(["train", "--config", str(root / "configs" / "blocks.yaml"), "--out", str(run), "--quiet",
-                 *[a for s in tiny_overrides + ["train.steps=10"] for a in ("--set", s)]]) == 0
+    assert main(["train", "--config", BLOCKS, "--out", str(run), "--quiet",
+                 *sets(tiny_overrides + ["train.steps=10"])]) == 0
     ckpt = run / "checkpoints" / "best.ckpt"
     assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(tmp_path / "m.onnx")]) == 0
     assert "max landmark difference" in capsys.readouterr().out

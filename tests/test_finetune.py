@@ -8,18 +8,15 @@ from pathlib import Path
 import torch
 import yaml
 
+from conftest import BLOCKS, sets
 from sslandmarks.checkpoint import init_weights, load_checkpoint, save_checkpoint
 from sslandmarks.cli import main
 from sslandmarks.config import load_config, to_dict
 from sslandmarks.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = str(ROOT / "configs" / "blocks.yaml")
-
 
 def _train(out: Path, overrides: list[str], *extra: str) -> int:
-    sets = [a for item in overrides for a in ("--set", item)]
-    return main(["train", "--config", BLOCKS, "--out", str(out), "--quiet", *sets, *extra])
+    return main(["train", "--config", BLOCKS, "--out", str(out), "--quiet", *sets(overrides), *extra])
 
 
 def test_init_starts_from_the_given_weights_and_is_recorded(tmp_path, tiny_overrides, capsys):

