@@ -72,8 +72,9 @@ def _fake_data(cfg: Config, n: int, device: torch.device) -> LandmarkData:
 
 
 def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tuple[int, int] | None = None,
-                infer_batch: int = 256) -> dict:
-    """Measure one model; ``batch = (labelled, unlabelled)`` per step (default: the config's)."""
+                infer_batch: int = 256, warmup: int = 3) -> dict:
+    """Measure one model; ``batch = (labelled, unlabelled)`` per step (default: the config's); ``warmup``
+    untimed calls before each measurement."""
     file, extra = BENCH_MODELS[name]
     cfg = with_overrides(load_config(CONFIGS / file), extra)
     kind = model_entry(cfg.model.name).landmark_loss
@@ -125,10 +126,10 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
         train_step()
     flops = counter.get_total_flops()
     model.train()
-    t_train = _timeit(train_step, device, seconds)
-    t_ceiling = _timeit(ceiling_step, device, seconds)
+    t_train = _timeit(train_step, device, seconds, warmup)
+    t_ceiling = _timeit(ceiling_step, device, seconds, warmup)
     model.eval()
-    t_infer = _timeit(infer_step, device, seconds)
+    t_infer = _timeit(infer_step, device, seconds, warmup)
     return {
         "name": name, "input": list(size), "landmarks": cfg.model.num_landmarks, "variant": cfg.loss.variant,
         "batch_labelled": bl, "batch_unlabelled": bu, "network_passes_per_step": passes,
