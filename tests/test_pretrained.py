@@ -7,17 +7,24 @@ import json
 import pytest
 import torch
 
-from conftest import BLOCKS, SHARED_DATA, requires_shared_data, sets
+from conftest import BLOCKS, SHARED_DATA, TINY_OVERRIDES, requires_shared_data, sets
 from sslandmarks import pretrained
 from sslandmarks.cli import main
 
 
-@pytest.fixture
-def zoo(tmp_path, monkeypatch, tiny_overrides):
-    """A 'face68' bundled into a temporary weights folder from a 10-step Blocks run."""
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def blocks_run(tmp_path_factory):
+    """A 10-step Blocks run (trained once for the tests of this file)."""
+    run = tmp_path_factory.mktemp("zoo") / "run"
     assert main(["train", "--config", BLOCKS, "--out", str(run), "--quiet",
-                 *sets([*tiny_overrides, "train.steps=10"])]) == 0
+                 *sets([*TINY_OVERRIDES, "train.steps=10"])]) == 0
+    return run
+
+
+@pytest.fixture
+def zoo(blocks_run, tmp_path, monkeypatch):
+    """A 'face68' bundled into a temporary weights folder from the 10-step Blocks run."""
+    run = blocks_run
     monkeypatch.setattr(pretrained, "WEIGHTS", tmp_path / "weights")
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "face68.ckpt").write_bytes((run / "checkpoints" / "best.ckpt").read_bytes())
