@@ -24,24 +24,24 @@ def train_args(out: Path, overrides: list[str]) -> list[str]:
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_overrides):
-    overrides = tiny_overrides + ["train.steps=40", "train.device=cpu"]
+    overrides = tiny_overrides + ["train.steps=30", "train.device=cpu"]
     assert main(train_args(tmp_path / "straight", overrides)) == 0
     expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())
 
     out = tmp_path / "killed"
-    # killed in the forward pass of step 23: the last checkpoint on disk is step 20's (every 5 steps)
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_worker.py"), "23", *train_args(out, overrides)],
+    # killed in the forward pass of step 18: the last checkpoint on disk is step 15's (every 5 steps)
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_worker.py"), "18", *train_args(out, overrides)],
                        env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
     assert not (out / "metrics.json").exists()
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["step"] == 20
+    assert state["step"] == 15
     assert not list(out.glob("**/.*.tmp*"))  # no torn or stray temporary file
     assert main(train_args(out, overrides) + ["--resume"]) == 0
     got = json.loads((out / "metrics.json").read_text())
     assert got["test"] == expected["test"] and got["val"] == expected["val"]
     steps = [int(line.split(",")[0]) for line in (out / "log.csv").read_text().splitlines()[1:]]
-    assert steps == list(range(5, 41, 5))  # no duplicated or missing rows after the resume
+    assert steps == list(range(5, 31, 5))  # no duplicated or missing rows after the resume
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     resumed = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["model"]
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
