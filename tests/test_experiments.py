@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import run_module, sets
+from conftest import ROOT, run_module, sets
 from sslandmarks.cli import main
+from sslandmarks.runner import cell_config
 from sslandmarks.tables import BLOCKS_TABLE1, cell_dir, cells
 
 
@@ -35,7 +41,7 @@ def tiny_grid(tmp_path_factory):
     """Blocks Table 1 at two columns (5 %: every row; 100 %: the rows that have it), one seed, in-process."""
     out = tmp_path_factory.mktemp("grid")
     args = ["reproduce", "blocks-table1", "--out", str(out), "--seeds", "1", "--quiet", "--fractions", "5", "100",
-            *sets(TINY)]
+            "--protocol", "paper", *sets(TINY)]
     assert main(args) == 0
     return out, args
 
@@ -55,7 +61,7 @@ def test_tiny_grid_end_to_end_and_rerun_skips_finished_cells(tiny_grid):
     assert [r["paper"] for r in rows if r["model"] == "Seq-MT (L)"][:2] == ["8.33", "3.95"]
     md = (out / "table.md").read_text()
     assert "| Seq-MT (L+ELT+A) |" in md and ("(1.70)" in md or "(**1.70**)" in md)
-    assert f"`{TINY[0]}`" in md and "training loops:" in md  # the --set changes are stated beside the figures
+    assert f"`{TINY[0]}`" in md and "Training hours of the cells" in md  # --set changes stated beside the figures
     assert (out / "plot.png").stat().st_size > 10_000
     before = (out / "table.csv").read_text()
     runs = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
@@ -70,7 +76,7 @@ def test_parallel_jobs_give_the_same_table_as_one_process(tiny_grid, tmp_path):
     the spawned workers must not rerun the command line."""
     one, _ = tiny_grid
     r = run_module(["reproduce", "blocks-table1", "--out", str(tmp_path), "--seeds", "1", "--quiet", "--jobs", "2",
-                    "--fractions", "5", *sets(TINY)])
+                    "--fractions", "5", "--protocol", "paper", *sets(TINY)])
     assert r.returncode == 0, r.stderr[-2000:]
     two = {(r["model"], r["labelled_pct"]): r for r in csv.DictReader(open(tmp_path / "table.csv"))}
     ran = [k for k, r in two.items() if r["seeds"] == "1"]
@@ -80,8 +86,75 @@ def test_parallel_jobs_give_the_same_table_as_one_process(tiny_grid, tmp_path):
         [float(sequential[k]["error_mean"]) for k in ran], abs=1e-3)
 
 
+def test_cpu_protocol_of_blocks_has_its_seeds_and_recipe():
+    cpu = BLOCKS_TABLE1.protocols["cpu"]
+    assert next(iter(BLOCKS_TABLE1.protocols)) == "cpu"  # the default, as committed in results/blocks-table1
+    grid = cells(BLOCKS_TABLE1, cpu)
+    per = {pct: len({s for _, p, s in grid if p == pct}) for pct in BLOCKS_TABLE1.fractions}
+    assert per == {1.0: 3, 5.0: 3, 10.0: 3, 20.0: 1, 50.0: 1, 100.0: 1}
+    assert len(grid) == 8 * 3 * 3 + 8 * 2 + 6
+    row = BLOCKS_TABLE1.rows[0]
+    cfg = cell_config(BLOCKS_TABLE1, row, 5.0, 2, False, ["train.steps=7"], cpu)
+    assert (cfg.train.lr, cfg.train.precision, cfg.train.seed, cfg.data.labelled_pct) == (0.003, "bf16-mixed", 2, 5.0)
+    assert cfg.train.steps == 7  # --set wins over the protocol
+
+
+def test_a_cell_is_reused_only_under_the_same_config(tiny_grid, tmp_path, capsys):
+    """A finished cell trained under other settings is refused (not silently reused), --fresh retrains it,
+    and a cell cut off without a checkpoint (as a committed result folder keeps it) starts again."""
+    src, args = tiny_grid
+    row = BLOCKS_TABLE1.rows[0]
+    out = tmp_path / "t"
+    shutil.copytree(cell_dir(src, row, 5.0, 0), cell_dir(out, row, 5.0, 0))
+    base = ["reproduce", "blocks-table1", "--out", str(out), "--seeds", "1", "--quiet", "--fractions", "5",
+            "--models", "Seq-MT (L)", "--protocol", "paper", *sets(TINY)]
+    metrics = cell_dir(out, row, 5.0, 0) / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    assert main(base) == 0 and metrics.stat().st_mtime_ns == stamp  # same config: reused
+    assert main([*base, "--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and "train.lr (0.001 -> 0.5)" in err and "--fresh" in err
+    assert metrics.stat().st_mtime_ns == stamp
+    assert main([*base, "--set", "train.lr=0.5", "--fresh"]) == 0
+    assert yaml.safe_load((metrics.parent / "config.yaml").read_text())["train"]["lr"] == 0.5
+    shutil.rmtree(metrics.parent / "checkpoints")  # what a committed, cut-off cell looks like
+    metrics.unlink()
+    assert main([*base, "--set", "train.lr=0.5"]) == 0 and metrics.is_file()
+
+
+def test_reproduce_workers_die_with_their_parent(tmp_path):
+    """SIGKILL to ``reproduce --jobs 2`` must not leave its workers training (they would idle at ~0.6 GB)."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "sslandmarks", "reproduce", "blocks-table1", "--out", str(tmp_path), "--seeds", "1",
+           "--quiet", "--jobs", "2", "--fractions", "5", "--protocol", "paper", *sets(TINY[:-4]),
+           "--set", "train.steps=100000"]
+    parent = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("runs/*/*/log.csv"))) < 2:
+        time.sleep(0.2)
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True,
+                                                 text=True).stdout.split()]
+    assert children, "no worker processes were started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{c}").exists() and "Z" not in _state(c) for c in children):
+        time.sleep(0.2)
+    assert not [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in _state(c)]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return "Z"
+
+
 @pytest.mark.parametrize("args, needle", [
     (["reproduce", "nope", "--out", "x"], "invalid choice"),
+    (["reproduce", "blocks-table1", "--out", "{tmp}", "--protocol", "gpu"], "has the protocols cpu, paper"),
     (["reproduce", "blocks-table1", "--out", "{tmp}", "--seeds", "0"], "--seeds 0"),
     (["reproduce", "blocks-table1", "--out", "/proc/x/y"], "cannot write"),
     (["reproduce", "blocks-table1", "--out", "{tmp}", "--set", "train.nope=1"], "unknown config key"),

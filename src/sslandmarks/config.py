@@ -278,3 +278,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_diff(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, e.g. ``["train.lr (0.001 -> 0.003)"]``."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out: dict = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return [f"{k} ({fa.get(k)!r} -> {fb.get(k)!r})" for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)]
+
+
+def read_saved_config(path: str | Path) -> Config:
+    """The resolved config a run folder's ``config.yaml`` recorded (keys added since take their defaults)."""
+    return from_dict(yaml.safe_load(Path(path).read_text()) or {})

@@ -7,12 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import platform
 from pathlib import Path
 
 import torch
 
-from sslandmarks.tables import Row, Table, cell_dir
+from sslandmarks.tables import Protocol, Row, Table, cell_dir
 from sslandmarks.viz import table_plot
 
 
@@ -30,8 +31,8 @@ def _logged_seconds(log: Path) -> float:
     return float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else 0.0
 
 
-def collect(table: Table, out: Path, seeds: int) -> list[dict]:
-    """Mean and std over the finished seeds of each cell (and of the class accuracy, for rows with A), and
+def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> list[dict]:
+    """Mean and std over the ``finished`` seeds of each cell (and of the class accuracy, for rows with A), and
     the cell's summed training time (``train_minutes``: the last ``seconds`` of each seed's ``log.csv``)."""
     rows = []
     for row in table.rows:
@@ -39,7 +40,7 @@ def collect(table: Table, out: Path, seeds: int) -> list[dict]:
             if pct == 100.0 and row.name in table.no_full:
                 continue
             vals, accs, more, seconds = [], [], {key: [] for key, _, _ in table.also}, 0.0
-            for seed in range(seeds):
+            for seed in sorted(s for r, p, s in finished if r == row and p == pct):
                 m = cell_dir(out, row, pct, seed) / "metrics.json"
                 if m.is_file():
                     metrics = json.loads(m.read_text())
@@ -127,15 +128,37 @@ def _write_csvs(table: Table, results: list[dict], out: Path) -> None:
                             "" if r["paper_accuracy"] is None else r["paper_accuracy"]])
 
 
-def _markdown(table: Table, results: list[dict], seeds: int, quick: bool, seconds: float,
+def machine() -> str:
+    """The device the cells ran on, as said in table.md: the GPU's name, or the CPU's model and cores."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {model}, {os.cpu_count()} cores"
+
+
+def _hours_by_row(table: Table, results: list[dict]) -> str:
+    per_row = {row.name: sum(r["train_minutes"] for r in results if r["model"] == row.name) / 60 for row in table.rows}
+    return ", ".join(f"{name} {h:.2f}" for name, h in per_row.items()) + f"; in all {sum(per_row.values()):.2f}"
+
+
+def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool, seconds: float,
               extra: list[str] | None) -> list[str]:
-    """The lines of ``table.md``: what ran where, the notes, then one table per metric."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or 'x86'})"
+    """The lines of ``table.md``: what ran where and how, the notes, then one table per metric."""
+    counts = sorted({r["seeds"] for r in results if r["seeds"]})
+    seeds = " or ".join(map(str, counts)) if counts else "no"
     lines = [f"# {table.title}", "",
-             f"Ours: mean +- std over {seeds} seed(s){' (--quick: short runs, not a result)' if quick else ''}"
+             f"Ours: mean +- std over {seeds} seed(s) per cell (the `seeds` column of table.csv)"
+             f"{' (--quick: short runs, not a result)' if quick else ''}"
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
-             f"Device: {device}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min "
-             f"(the cells' training loops: {sum(r['train_minutes'] for r in results):.1f} min in all).", ""]
+             f"Protocol: {protocol.note}", "",
+             f"Device: {machine()}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min. "
+             f"Training hours of the cells (their logs' wall-clock, evaluation included), per row: "
+             f"{_hours_by_row(table, results)}.", ""]
     if extra:
         lines += ["Every cell ran with these changes to the configs (`--set`): "
                   + ", ".join(f"`{item}`" for item in extra) + "."
@@ -160,10 +183,10 @@ def _markdown(table: Table, results: list[dict], seeds: int, quick: bool, second
     return lines
 
 
-def write_outputs(table: Table, results: list[dict], out: Path, seeds: int, quick: bool, seconds: float,
+def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protocol, quick: bool, seconds: float,
                   extra: list[str] | None = None) -> None:
     """``table.csv``, ``table.md`` and ``plot.png`` (+ ``metrics.csv`` and ``accuracy.csv`` where the table has
     more metrics or a class head); ``extra`` (the ``--set`` overrides of every cell) is stated in ``table.md``."""
     _write_csvs(table, results, out)
-    (out / "table.md").write_text("\n".join(_markdown(table, results, seeds, quick, seconds, extra)) + "\n")
+    (out / "table.md").write_text("\n".join(_markdown(table, results, protocol, quick, seconds, extra)) + "\n")
     table_plot(results, table, out / "plot.png")

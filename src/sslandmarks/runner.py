@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -18,14 +20,24 @@ import torch
 from tqdm import tqdm
 
 from sslandmarks.checkpoint import model_from_checkpoint
-from sslandmarks.config import CONFIGS, Config, load_config, merge, parse_overrides, to_dict, with_overrides
+from sslandmarks.config import (
+    CONFIGS,
+    Config,
+    config_diff,
+    load_config,
+    merge,
+    parse_overrides,
+    read_saved_config,
+    to_dict,
+    with_overrides,
+)
 from sslandmarks.data.dataset import Splits
 from sslandmarks.data.sources import load_splits
 from sslandmarks.errors import UserError
 from sslandmarks.inference import predict_all
 from sslandmarks.models import check_config, model_entry
 from sslandmarks.report import collect, write_outputs
-from sslandmarks.tables import TABLES, Row, Table, cell_dir, cells
+from sslandmarks.tables import PAPER, TABLES, Protocol, Row, Table, cell_dir, cells
 from sslandmarks.train import fit
 from sslandmarks.viz import prediction_grid
 
@@ -68,15 +80,47 @@ def _model_key(item: str) -> str | None:
     return key.removeprefix("model.") if key.startswith("model.") else None
 
 
-def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extra: list[str] | None = None) -> Config:
-    """The config of one cell: the row's file and variant, ``--set`` items, its fraction and seed (and the
-    table's short-run overrides with ``quick``). A ``model.*`` item applies to the rows whose model reads
-    that key (a table mixes models: Seq-MT's ``depth`` means nothing to RCN+)."""
+def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extra: list[str] | None = None,
+                protocol: Protocol = PAPER) -> Config:
+    """The config of one cell: the row's file and variant, the protocol's overrides, ``--set`` items (which
+    win over the protocol), its fraction and seed (and the table's short-run overrides with ``quick``). A
+    ``model.*`` item applies to the rows whose model reads that key (Seq-MT's ``depth`` means nothing to RCN+)."""
     items = [f"loss.variant={row.variant}", *(extra or [])]
     reads = model_entry(load_config(CONFIGS / row.config, items).model.name).reads
-    cfg = load_config(CONFIGS / row.config, [i for i in items if _model_key(i) in (None, *reads)])
+    cfg = load_config(CONFIGS / row.config, [f"loss.variant={row.variant}"])
+    sets = parse_overrides([i for i in extra or [] if _model_key(i) in (None, *reads)])
     cell = {"data": {"labelled_pct": pct}, "train": {"seed": seed}}
-    return with_overrides(cfg, merge(cell, table.quick) if quick else cell)
+    return with_overrides(cfg, merge(merge(merge(protocol.overrides, sets), cell), table.quick if quick else {}))
+
+
+def cell_state(run: Path, expected: Config) -> tuple[str, list[str]]:
+    """What a cell folder holds, read without changing it: ``done`` (finished with ``expected``), ``resume``
+    (a checkpoint of ``expected``), ``clash`` (finished or checkpointed with another config: the differing keys
+    come second), ``restart`` (cut off without a checkpoint, as committed result folders keep them) or ``new``."""
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        return ("restart" if run.exists() else "new"), []
+    diff = config_diff(read_saved_config(saved), expected)
+    done, ckpt = (run / "metrics.json").is_file(), (run / "checkpoints" / "last.ckpt").is_file()
+    if diff and (done or ckpt):
+        return "clash", diff
+    return ("done" if done else "resume" if ckpt else "restart"), diff
+
+
+def plan_cells(cells_: list[tuple[Row, float, int]], out: Path, config_of, fresh: bool) -> list[tuple[Row, float, int]]:
+    """The cells to train. A finished cell is reused only when the config it recorded is the one asked for
+    now; otherwise the request is refused (``fresh``: such cells are removed and retrained). Cut-off cells
+    without a checkpoint start again; checkpointed ones resume."""
+    states = [(c, *cell_state(cell_dir(out, *c), config_of(*c))) for c in cells_]
+    clashes = [f"{cell_dir(out, *c)}: {', '.join(d[:4])}{' ...' if len(d) > 4 else ''}"
+               for c, state, d in states if state == "clash"]
+    if clashes and not fresh:
+        raise UserError(f"{len(clashes)} cell(s) in {out} were trained with another config, e.g. {clashes[0]}; "
+                        "rerun with the same --protocol/--set, or pass --fresh to retrain them")
+    for c, state, _ in states:
+        if state in ("clash", "restart"):
+            shutil.rmtree(cell_dir(out, *c))
+    return [c for c, state, _ in states if state != "done"]
 
 
 _SPLITS: dict[str, Splits] = {}  # loaded datasets, shared by the cells a process runs
@@ -92,24 +136,41 @@ def _splits(cfg: Config) -> Splits:
     return _SPLITS[key]
 
 
-def _run_cell(table_name: str, row_index: int, pct: float, seed: int, quick: bool, extra: list[str] | None,
-              run: Path, threads: int = 0) -> str:
+def _run_cell(table_name: str, protocol: str, row_index: int, pct: float, seed: int, quick: bool,
+              extra: list[str] | None, run: Path, threads: int = 0) -> str:
     """Train one cell (resuming an interrupted one); runs in this process or in a worker process."""
     if threads:
         torch.set_num_threads(threads)
     table = TABLES[table_name]
     row = table.rows[row_index]
-    cfg = cell_config(table, row, pct, seed, quick, extra)
+    cfg = cell_config(table, row, pct, seed, quick, extra, table.protocols[protocol])
     fit(cfg, _splits(cfg), run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
     return f"{row.name} {pct:g}% seed {seed}"
 
 
-def _check_request(name: str, seeds: int, jobs: int, fractions, models, quick: bool, extra) -> Table:
-    """Refuse a bad request before any run: table, counts, selection, ``--set`` items and every row's config."""
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux the kernel sends SIGTERM to a worker whose parent dies (even by SIGKILL),
+    so a stopped ``reproduce --jobs N`` leaves no orphans training on."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() == 1:  # the parent died before the call: nobody will collect our work
+            os._exit(1)
+
+
+def _check_request(name: str, protocol: str | None, seeds: int | None, jobs: int, fractions, models,
+                   quick: bool, extra) -> tuple[Table, str]:
+    """Refuse a bad request before any run: table, protocol, counts, selection, ``--set`` items and every
+    row's config. Returns the table and the protocol's name (the table's first when none is given)."""
     if name not in TABLES:
         raise UserError(f"unknown table {name!r}: use one of {', '.join(TABLES)}")
     table = TABLES[name]
-    if not 1 <= seeds <= 100:
+    protocol = protocol or next(iter(table.protocols))
+    if protocol not in table.protocols:
+        raise UserError(f"--protocol {protocol!r}: {name} has the protocols {', '.join(table.protocols)}")
+    if seeds is not None and not 1 <= seeds <= 100:
         raise UserError(f"--seeds {seeds}: give a number of seeds between 1 and 100")
     if not 1 <= jobs <= 64:
         raise UserError(f"--jobs {jobs}: give a number of parallel runs between 1 and 64")
@@ -120,28 +181,42 @@ def _check_request(name: str, seeds: int, jobs: int, fractions, models, quick: b
         if m not in [r.name for r in table.rows]:
             raise UserError(f"--models {m!r}: {name} has the rows {', '.join(repr(r.name) for r in table.rows)}")
     parse_overrides(extra)  # validate --set early
-    configs = [cell_config(table, row, 100.0, 0, quick, extra) for row in table.rows]
+    configs = [cell_config(table, row, 100.0, 0, quick, extra, table.protocols[protocol]) for row in table.rows]
     for cfg in configs:  # bad keys, or what a row's model cannot do, fail before any run
         check_config(cfg)
     for key in filter(None, map(_model_key, extra or [])):
         if not any(key in model_entry(cfg.model.name).reads for cfg in configs):
             raise UserError(f"--set model.{key}: no model of {name} reads it")
-    return table
+    return table, protocol
 
 
-def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, extra: list[str] | None = None,
-              progress: bool = True, jobs: int = 1, fractions: list[float] | None = None,
-              models: list[str] | None = None) -> list[dict]:
+def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool = False,
+              extra: list[str] | None = None, progress: bool = True, jobs: int = 1,
+              fractions: list[float] | None = None, models: list[str] | None = None,
+              protocol: str | None = None, fresh: bool = False) -> list[dict]:
     """Run (or finish) every cell of table ``name`` into ``out`` and write the aggregate files.
 
-    ``fractions`` / ``models`` restrict the grid to some columns / rows (the other cells stay empty
-    unless an earlier invocation ran them). ``jobs > 1`` trains that many cells at once in worker
-    processes (the models are small: one run alone leaves a GPU, or a many-core CPU, mostly idle)."""
-    table, out = _check_request(name, seeds, jobs, fractions, models, quick, extra), Path(out)
+    ``protocol`` names one of the table's protocols (steps, schedule, seeds per column; default: the
+    table's first); ``seeds`` overrides its seed counts. ``fractions`` / ``models`` restrict the grid to some
+    columns / rows (the other cells stay as they are). A finished cell is reused only when its recorded
+    config is the one asked for (``fresh``: retrain those that differ). ``jobs > 1`` trains that many cells
+    at once in worker processes (the models are small: one run alone leaves a many-core machine idle)."""
+    table, protocol = _check_request(name, protocol, seeds, jobs, fractions, models, quick, extra)
+    proto, out = table.protocols[protocol], Path(out)
+    plan = seeds if seeds is not None else proto
+
+    def config_of(row: Row, pct: float, seed: int) -> Config:
+        return cell_config(table, row, pct, seed, quick, extra, proto)
+
     t0 = time.time()
-    todo = [(name, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
-            for row, pct, seed in cells(table, seeds, fractions, models)
-            if not (cell_dir(out, row, pct, seed) / "metrics.json").is_file()]
+    if not fresh:  # a table never mixes protocols: the cells outside the selection are checked too
+        other = [c for c in cells(table, plan) if c not in cells(table, plan, fractions, models)]
+        clash = next((c for c in other if cell_state(cell_dir(out, *c), config_of(*c))[0] == "clash"), None)
+        if clash:
+            raise UserError(f"{cell_dir(out, *clash)} was trained with another config: rerun with the same "
+                            "--protocol/--set, or pass --fresh to retrain such cells")
+    todo = [(name, protocol, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
+            for row, pct, seed in plan_cells(cells(table, plan, fractions, models), out, config_of, fresh)]
     bar = tqdm(total=len(todo), desc=name, unit="run", disable=not progress)
     if jobs == 1:
         for args in todo:
@@ -149,27 +224,30 @@ def run_table(name: str, out: str | Path, seeds: int = 5, quick: bool = False, e
             bar.update()
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_die_with_parent) as pool:
             for done in as_completed([pool.submit(_run_cell, *args, threads) for args in todo]):
                 bar.set_postfix_str(done.result())
                 bar.update()
     bar.close()
-    results = collect(table, out, seeds)
-    write_outputs(table, results, out, seeds, quick, time.time() - t0, extra)
+    finished = [c for c in cells(table, plan) if cell_state(cell_dir(out, *c), config_of(*c))[0] == "done"]
+    results = collect(table, out, finished)
+    write_outputs(table, results, out, proto, quick, time.time() - t0, extra)
     if table.compare:
-        compare_figure(table, out, quick, extra)
+        compare_figure(table, out, quick, extra, proto)
     return results
 
 
-def compare_figure(table: Table, out: Path, quick: bool, extra: list[str] | None, n: int = 12) -> None:
+def compare_figure(table: Table, out: Path, quick: bool, extra: list[str] | None, protocol: Protocol = PAPER,
+                   n: int = 12) -> None:
     """``figure.png`` (like the paper's Fig. 7): ground truth and the two ``table.compare`` rows (seed 0)
     on the first ``n`` test images; skipped while either run is unfinished."""
     a, b, pct = table.compare
     rows = {r.name: r for r in table.rows}
     runs = {name: cell_dir(out, rows[name], pct, 0) for name in (a, b)}
-    if not all((r / "metrics.json").is_file() for r in runs.values()):
-        return
-    test = _splits(cell_config(table, rows[a], pct, 0, quick, extra)).test
+    if not all((r / "checkpoints" / "best.ckpt").is_file() for r in runs.values()):
+        return  # unfinished, or a committed result folder (which keeps no checkpoints)
+    test = _splits(cell_config(table, rows[a], pct, 0, quick, extra, protocol)).test
     images = test.images[:n]
     preds = {f"{name} ({pct:g} %)": predict_all(model_from_checkpoint(r / "checkpoints" / "best.ckpt")[0], images)[0]
              for name, r in runs.items()}
