@@ -16,10 +16,10 @@ from pathlib import Path
 import dlib
 import numpy as np
 import torch
-from PIL import Image
 
 from sslandmarks.data.detect import DLIB_TO_LANDMARK_BOX
 from sslandmarks.data.formats import Problems, read_annotations
+from sslandmarks.data.images import read_image
 from sslandmarks.metrics import landmark_metrics
 from sslandmarks.specs import SPECS
 
@@ -32,7 +32,7 @@ dx, dy, ds = DLIB_TO_LANDMARK_BOX
 preds = {"detector": [], "gt-box": []}
 missed, seconds = 0, 0.0
 for s in samples:
-    img = np.asarray(Image.open(s.image).convert("RGB"))
+    img = read_image(s.image, 3)
     lo, hi = s.landmarks.min(0), s.landmarks.max(0)
     side = (hi - lo).max() / ds
     c = (lo + hi) / 2 - np.array([dx, dy]) * side

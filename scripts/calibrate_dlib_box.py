@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dlib
 import numpy as np
-from PIL import Image
 
 from sslandmarks.data.formats import Problems, read_annotations
+from sslandmarks.data.images import read_image
 
 root = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/300w-partial")
 detector = dlib.get_frontal_face_detector()
@@ -23,7 +23,7 @@ for folder in ("afw", "helen/trainset"):
         total += 1
         lo, hi = s.landmarks.min(0), s.landmarks.max(0)
         centre, side = (lo + hi) / 2, (hi - lo).max()
-        for d in detector(np.asarray(Image.open(s.image).convert("RGB")), 0):
+        for d in detector(read_image(s.image, 3), 0):
             dc = np.array([(d.left() + d.right()) / 2, (d.top() + d.bottom()) / 2])
             ds = d.right() - d.left()
             if np.abs(dc - centre).max() < 0.3 * side:  # the detection of this face

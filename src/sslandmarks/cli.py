@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -21,6 +22,21 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def _positive(kind: type):
+    """An argparse type: a finite number > 0 of ``kind`` (int or float); anything else is a usage error."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not (math.isfinite(v) and v > 0):
+            raise argparse.ArgumentTypeError(f"{text!r}: give a finite number greater than 0")
+        return v
+
+    return parse
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -52,12 +68,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sslandmarks.evaluate import evaluate_checkpoint
-    from sslandmarks.outputs import ensure_writable_file, write_json
+    from sslandmarks.data.formats import input_files
+    from sslandmarks.evaluate import evaluate_checkpoint, guess_format
+    from sslandmarks.outputs import ensure_writable_file, refuse_inputs_as_outputs, write_json
 
+    ckpt = resolve(args.checkpoint, args.model)
+    inputs = [ckpt, *(input_files(args.data, args.format or guess_format(args.data)) if args.data else [])]
+    refuse_inputs_as_outputs([("--out", args.out), *([("--ced", args.ced)] if args.ced else [])], inputs)
     for path in filter(None, (args.out, args.ced)):  # fail on an unwritable output before any work
         ensure_writable_file(path)
-    ckpt = resolve(args.checkpoint, args.model)
     metrics = evaluate_checkpoint(ckpt, args.data, args.split, args.format, args.skip_bad, args.detector)
     if metrics.get("skipped"):
         print(f"skipped {len(metrics['skipped'])} bad sample(s), listed under 'skipped' in {args.out}; "
@@ -177,9 +196,9 @@ def _train_args(sub) -> None:
                    "(another landmark count) start fresh (same as --set train.init=...)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--skip-bad", action="store_true", help="skip bad samples (reported) instead of stopping")
-    t.add_argument("--devices", type=int, default=1,
+    t.add_argument("--devices", type=_positive(int), default=1,
                    help="processes (GPUs, or CPU processes with --set train.device=cpu) per node; >1 uses DDP")
-    t.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP (torchrun or SLURM)")
+    t.add_argument("--num-nodes", type=_positive(int), default=1, help="nodes for multi-node DDP (torchrun or SLURM)")
 
 
 def _evaluate_args(sub) -> None:
@@ -233,7 +252,7 @@ def _bench_args(sub) -> None:
                        "measured matmul peak.")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--out", help="JSON file to write")
-    b.add_argument("--seconds", type=float, default=2.0, help="minimum timing per measurement")
+    b.add_argument("--seconds", type=_positive(float), default=2.0, help="minimum timing per measurement")
     b.add_argument("--models", nargs="+", help="subset of models (default: all)")
 
 
@@ -251,7 +270,8 @@ def _reproduce_args(sub) -> None:
                    help="retrain cells that were trained with another config (default: refuse to mix them)")
     x.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole grid, not a result")
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value in every cell")
-    x.add_argument("--jobs", type=int, default=1, help="cells trained at once in worker processes (GPU: 4-16)")
+    x.add_argument("--jobs", type=_positive(int), default=1,
+                   help="cells trained at once in worker processes (GPU: 4-16)")
     x.add_argument("--fractions", type=float, nargs="+", metavar="PCT",
                    help="run only these labelled-%% columns (e.g. --fractions 5 10); the rest stay as they are")
     x.add_argument("--models", nargs="+", metavar="ROW",

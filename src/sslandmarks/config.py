@@ -6,6 +6,7 @@ Unknown keys are rejected with the list of valid ones; every error is a :class:`
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,11 +147,28 @@ def validate(cfg: Config) -> None:
     for name in ("steps", "batch_labelled", "eval_every", "log_every", "checkpoint_every"):
         if getattr(cfg.train, name) < 1:
             raise UserError(f"train.{name} must be >= 1")
+    if not cfg.train.lr > 0:
+        raise UserError(f"train.lr={cfg.train.lr} must be greater than 0")
+    for section, name in (("train", "batch_unlabelled"), ("train", "warmup_steps"), ("loss", "lam"),
+                          ("loss", "alpha"), ("loss", "gamma"), ("loss", "attribute")):
+        if getattr(getattr(cfg, section), name) < 0:
+            raise UserError(f"{section}.{name}={getattr(getattr(cfg, section), name)} must be >= 0")
+    _check_unlabelled(cfg)
     for head in cfg.model.heads:
         if head.kind not in ("class", "regression"):
             raise UserError(f"model.heads: head {head.name!r} has kind {head.kind!r}: use 'class' or 'regression'")
         if head.labels and len(head.labels) != head.classes:
             raise UserError(f"model.heads: head {head.name!r} has {len(head.labels)} labels for {head.classes} classes")
+
+
+def _check_unlabelled(cfg: Config) -> None:
+    """A variant that learns from images without landmarks (``A`` or ``A+ELT``: every image; ELT on the
+    ``unlabelled`` ones) needs some of them in every batch."""
+    terms, loss = variant_terms(cfg.loss.variant), cfg.loss
+    elt_unlabelled = "ELT" in terms and loss.alpha > 0 and loss.elt_on == "unlabelled"
+    if ("L" not in terms or elt_unlabelled) and cfg.train.batch_unlabelled < 1:
+        raise UserError(f"train.batch_unlabelled=0, but loss.variant={loss.variant} learns from images without "
+                        "landmarks: give train.batch_unlabelled >= 1")
 
 
 def variant_terms(variant: str) -> frozenset[str]:
@@ -177,12 +195,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if len(value) != len(args):
             raise UserError(f"config key {path!r} needs {len(args)} values, got {value!r}")
         return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
+    if tp is float and isinstance(value, int | str) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float(value)
+        except (ValueError, OverflowError):
             pass
     if tp is bool and not isinstance(value, bool):
         raise UserError(f"config key {path!r} must be true or false, got {value!r}")
@@ -190,6 +206,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise UserError(f"config key {path!r} must be {tp.__name__}, got {value!r}")
     if tp is float and not isinstance(value, float):
         raise UserError(f"config key {path!r} must be a number, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise UserError(f"config key {path!r} must be a finite number, got {value!r}")
     return value
 
 
@@ -235,7 +253,11 @@ def parse_overrides(items: list[str] | None) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=500")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote "
+                            "strings, close brackets: --set 'model.pointwise=[8, 8]'") from None
         if key.strip() == "variant":  # convenience alias
             key = "loss.variant"
         _set_path(out, key.strip(), value)
@@ -265,9 +287,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if not p.is_file():
         raise UserError(f"config file {str(p)!r} does not exist: pass one of the files in configs/")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a text file (not UTF-8): pass a YAML config, e.g. configs/blocks.yaml") from None
+    except OSError as e:
+        raise UserError(f"{p}: cannot read ({e.strerror})") from None
     if not isinstance(data, dict):
         raise UserError(f"{p}: the top level must be a mapping with data/model/loss/train sections")
     try:

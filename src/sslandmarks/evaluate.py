@@ -51,7 +51,8 @@ def evaluate_checkpoint(
         m = cfg.model
         if samples:
             check_landmark_count(data, len(samples[0].landmarks), cfg)
-        crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin, cfg.data.spec)
+        crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin, cfg.data.spec,
+                                       problems=problems)
         metrics = evaluate_data(model, crops, cfg, norm=cfg.data.normalizer or default)
         return {**metrics, "detector": {"name": "dlib-hog", "faces": len(samples), "found": len(crops),
                                         "missed": missed}, "skipped": problems.items}

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from sslandmarks.checkpoint import model_from_checkpoint
 from sslandmarks.errors import UserError
-from sslandmarks.outputs import atomic_path, ensure_writable_file
+from sslandmarks.outputs import atomic_path, ensure_writable_file, refuse_inputs_as_outputs
 
 PARITY_LIMIT_PX = 1e-3
 
@@ -32,31 +32,36 @@ def export_onnx(checkpoint: str | Path, path: str | Path, opset: int = 17) -> di
     """Write ``path`` (dynamic batch) and compare ONNX Runtime with PyTorch on random images.
 
     Returns ``{"path", "outputs", "max_landmark_diff_px"}``; raises if the difference exceeds 1e-3 px."""
+    path = Path(path)
+    refuse_inputs_as_outputs([("--onnx", path)], [checkpoint])
+    ensure_writable_file(path)
     try:
         import onnxruntime as ort
     except ImportError:
         raise UserError("ONNX export needs onnx and onnxruntime: pip install 'sslandmarks[onnx]'") from None
-    path = Path(path)
-    ensure_writable_file(path)
     model, cfg = model_from_checkpoint(checkpoint)
     wrapped = _Exported(model).eval()  # eval mode for the wrapper too: BatchNorm uses running statistics
     names = ["landmarks", *[h.name for h in cfg.model.heads]]
     h, w = cfg.model.input_size
     example = torch.rand(2, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(0))
     check = torch.rand(5, cfg.model.in_channels, h, w, generator=torch.Generator().manual_seed(1))
-    with atomic_path(path) as tmp:  # only a file that passed the parity check replaces ``path``
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated, and the one that runs everywhere
-            torch.onnx.export(wrapped, (example,), str(tmp), input_names=["images"], output_names=names,
-                              dynamic_axes={n: {0: "batch"} for n in ["images", *names]}, opset_version=opset,
-                              dynamo=False)
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"images": check.numpy()})
-        with torch.no_grad():
-            ref = wrapped(check)
-        diff = float((torch.from_numpy(got[0]) - ref[0]).abs().max())
-        if not diff <= PARITY_LIMIT_PX:
-            raise RuntimeError(f"ONNX parity check failed: landmarks differ by {diff:.3g} px (limit {PARITY_LIMIT_PX})")
+    try:
+        with atomic_path(path) as tmp:  # only a file that passed the parity check replaces ``path``
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the TorchScript exporter: deprecated, but it runs everywhere
+                torch.onnx.export(wrapped, (example,), str(tmp), input_names=["images"], output_names=names,
+                                  dynamic_axes={n: {0: "batch"} for n in ["images", *names]}, opset_version=opset,
+                                  dynamo=False)
+            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            got = session.run(None, {"images": check.numpy()})
+            with torch.no_grad():
+                ref = wrapped(check)
+            diff = float((torch.from_numpy(got[0]) - ref[0]).abs().max())
+            if not diff <= PARITY_LIMIT_PX:
+                raise RuntimeError(f"ONNX parity check failed: landmarks differ by {diff:.3g} px "
+                                   f"(limit {PARITY_LIMIT_PX})")
+    except OSError as e:  # disk full, a folder in the way: the temporary file is gone, the old file stays
+        raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --onnx") from None
     return {"path": str(path), "outputs": names, "max_landmark_diff_px": diff, **onnx_latency(path, check[:1])}
 
 

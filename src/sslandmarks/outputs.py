@@ -1,11 +1,13 @@
-"""Writing results safely: fail early on unwritable paths; replace files atomically (one writer for all)."""
+"""Writing results safely: fail early on unwritable paths, never write over an input, replace files atomically
+(one writer for all)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +29,8 @@ def ensure_writable_dir(out: str | Path) -> None:
 def ensure_writable_file(path: str | Path) -> None:
     """Prove that ``path`` can be written later (an existing file there is left alone)."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{str(path)!r} is a folder: give the name of a file to write")
     probe = path.with_name(f".{path.name}.probe{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +62,47 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    finally:  # every failure (disk full, a folder in the way, a failed check) leaves no temporary file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     try:  # the rename is durable once the folder's entry is on disk
         _fsync(path.parent)
     except OSError:
         pass
+
+
+def _identity(p: Path) -> tuple[Path, tuple[int, int] | None]:
+    """What names one file: the resolved path (symlinks, ``..``) and, when it exists, its device and inode
+    (a hard link has another path but the same inode)."""
+    try:
+        st = p.stat()
+        inode = (st.st_dev, st.st_ino)
+    except OSError:  # not there (yet)
+        inode = None
+    return p.resolve(), inode
+
+
+def refuse_inputs_as_outputs(outputs: Iterable[tuple[str, str | Path]], inputs: Iterable[str | Path]) -> None:
+    """Exit 2 before any work when an output (``(option, path)`` pairs) is one of the files a command reads,
+    or two outputs are one file: writing it would replace the data. Give the input files themselves (a
+    folder's annotation and image files, not the folder): writing a new file into an input folder is fine."""
+    known: dict = {}  # resolved path or inode -> ("input", path) or (option, path)
+    for i in inputs:
+        if i:
+            for key in _identity(Path(i)):
+                if key is not None:
+                    known.setdefault(key, ("input", Path(i)))
+    for option, out in outputs:
+        o = Path(out)
+        keys = [k for k in _identity(o) if k is not None]
+        clash = next((known[k] for k in keys if k in known), None)
+        if clash is not None and clash[0] == "input":
+            raise UserError(f"{option} {o} is also an input ({clash[1]}): writing it would destroy the input; "
+                            "choose another output path")
+        if clash is not None:
+            raise UserError(f"{option} {o} and {clash[0]} {clash[1]} are the same file: choose two outputs")
+        for k in keys:
+            known[k] = (option, o)
 
 
 def _clean(v):
@@ -83,3 +122,4 @@ def write_json(data: dict, path: str | Path) -> None:
             tmp.write_text(json.dumps(_clean(data), indent=2))
     except OSError as e:
         raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --out") from None
+

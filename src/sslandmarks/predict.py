@@ -16,23 +16,24 @@ from tqdm import tqdm
 
 from sslandmarks.checkpoint import model_from_checkpoint
 from sslandmarks.data.detect import DETECTOR_BOXES, box_to_crop, detect_faces, resize_transform
-from sslandmarks.data.files import as_channels, crop_image, read_image
-from sslandmarks.data.formats import IMAGE_SUFFIXES
+from sslandmarks.data.files import as_channels, crop_image
+from sslandmarks.data.formats import IMAGE_SUFFIXES, files_under
+from sslandmarks.data.images import read_image
 from sslandmarks.errors import UserError
 from sslandmarks.geometry import apply_points, invert
 from sslandmarks.inference import predict_all
-from sslandmarks.outputs import ensure_writable_dir, write_json
+from sslandmarks.outputs import ensure_writable_dir, refuse_inputs_as_outputs, write_json
 from sslandmarks.specs import mirror_perm
 from sslandmarks.viz import photo_overlay
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
-    """Files as given, folders as the images inside them (sorted)."""
+    """Files as given, folders as the images inside them (sorted; symlinked subfolders followed)."""
     out: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            found = files_under(p, IMAGE_SUFFIXES)
             if not found:
                 raise UserError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             out += found
@@ -57,18 +58,25 @@ def _attributes(outputs: dict[str, torch.Tensor], cfg) -> dict:
     return {"attributes": attrs, "confidence": conf} if conf else {"attributes": attrs}
 
 
+def overlay_names(paths: list[Path]) -> list[str]:
+    """The overlay PNG written for each input image."""
+    return [f"{p.stem}_landmarks.png" for p in paths]
+
+
 def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, progress: bool = True) -> int:
     """Write ``out/predictions.json`` (``{file: {"faces": [{"box", "landmarks", "attributes"}]}}``, landmarks
     in photo pixels) and ``out/<stem>_landmarks.png`` per image. Returns the number of images."""
+    out = Path(out)
     model, cfg = model_from_checkpoint(checkpoint)
     flip_perm = mirror_perm(cfg.data.spec, cfg.data.test_flip)
     if cfg.data.name == "files" and cfg.data.spec not in DETECTOR_BOXES:
         print(f"note: no measured detector-box relation for the layout {cfg.data.spec or '(none)'}: crops use the "
               "68-point face box's; check the overlays", file=sys.stderr)
     paths = expand_inputs(images)
+    names = dict.fromkeys(["predictions.json", *overlay_names(paths)])  # (same-stem images share an overlay)
+    refuse_inputs_as_outputs([("--out", out / name) for name in names], [checkpoint, *paths])
     arrays = [read_image(p, 3) for p in paths]  # validate everything before writing anything
     ensure_writable_dir(out)
-    out = Path(out)
     crops = cfg.data.name == "files"
     size = cfg.model.input_size
     results = {}
@@ -90,6 +98,6 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
             faces.append({"box": list(box), "landmarks": lm.tolist(), **_attributes(attributes, cfg)})
         results[str(path)] = {"faces": faces}
         if faces:
-            photo_overlay(rgb, faces, out / f"{path.stem}_landmarks.png", boxes=crops)
+            photo_overlay(rgb, faces, out / overlay_names([path])[0], boxes=crops)
     write_json(results, out / "predictions.json")
     return len(results)

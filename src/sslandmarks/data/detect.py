@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 
 from sslandmarks.data.dataset import LandmarkData
-from sslandmarks.data.files import as_channels, crop_image, crop_transform, read_image
-from sslandmarks.data.formats import Sample
+from sslandmarks.data.files import as_channels, crop_image, crop_transform, load_image
+from sslandmarks.data.formats import Problems, Sample
 from sslandmarks.errors import UserError
 from sslandmarks.geometry import apply_points
 
@@ -74,7 +74,8 @@ def iou(a, b) -> float:
 
 
 def detector_crops(samples: list[Sample], size: tuple[int, int], channels: int, margin: float,
-                   layout: str | None = None, progress: bool = True) -> tuple[LandmarkData, list[str]]:
+                   layout: str | None = None, progress: bool = True,
+                   problems: Problems | None = None) -> tuple[LandmarkData, list[str]]:
     """Annotated photos cropped the way ``predict`` crops them: from dlib's detector box (the one that
     overlaps the ground-truth landmark box most, IoU >= 0.3), not from the landmarks.
 
@@ -82,7 +83,9 @@ def detector_crops(samples: list[Sample], size: tuple[int, int], channels: int, 
     set, so metrics come out in photo pixels) and the samples whose face the detector did not find."""
     images, landmarks, transforms, missed = [], [], [], []
     for s in tqdm(samples, desc="detect", disable=not progress):
-        rgb = read_image(s.image, 3)
+        rgb = load_image(s, 3, problems or Problems())  # a bad image raises, or is reported and skipped
+        if rgb is None:
+            continue
         lo, hi = np.nanmin(s.landmarks, 0), np.nanmax(s.landmarks, 0)
         overlap, box = max(((iou(b, (*lo, *hi)), b) for b in detect_faces(rgb)), default=(0.0, None))
         if overlap < 0.3:

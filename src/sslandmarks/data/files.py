@@ -7,47 +7,26 @@ The crop follows the paper's protocol: a square box around the ground-truth land
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from sslandmarks.data.dataset import LandmarkData
-from sslandmarks.data.formats import Problems, Sample
-from sslandmarks.errors import UserError
+from sslandmarks.data.formats import DataError, Problems, Sample
+from sslandmarks.data.images import read_image
 from sslandmarks.geometry import warp_images
 
 OUTSIDE_TOLERANCE = 0.25  # landmarks may leave the image by at most this share of its size
 
 
 def load_image(sample: Sample, channels: int, problems: Problems) -> np.ndarray | None:
-    """``(H, W, C)`` uint8, or ``None`` (reported) when the file is missing, unreadable or truncated."""
+    """``(H, W, C)`` uint8 (:func:`~sslandmarks.data.images.read_image`: as displayed, any mode), or ``None``
+    (reported) when the file is missing, unreadable, truncated, too large or of an unsupported mode."""
     try:
-        with Image.open(sample.image) as im:
-            im.load()  # decode now: truncated files fail here, not later
-            arr = np.asarray(im.convert("L" if channels == 1 else "RGB"))
-    except FileNotFoundError:
-        problems.report(f"{sample.where}: image {sample.image} does not exist")
+        return read_image(sample.image, channels)
+    except DataError as e:
+        problems.report(f"{sample.where}: {e}")
         return None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        problems.report(f"{sample.where}: image {sample.image} is unreadable or truncated ({e})")
-        return None
-    return arr[:, :, None] if arr.ndim == 2 else arr
-
-
-def read_image(path: str | Path, channels: int) -> np.ndarray:
-    """``(H, W, C)`` uint8 from any Pillow-readable file; one line of error naming the file otherwise."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"image {str(p)!r} does not exist")
-    try:
-        with Image.open(p) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{p}: not a readable image ({e})") from None
-    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def as_channels(rgb: np.ndarray, channels: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,31 @@ class Problems:
         self.items.append(message)
 
 
+def files_under(root: str | Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files under the folder ``root`` whose name ends in one of ``suffixes`` (any case), sorted. Symlinked
+    subfolders are followed; a folder reached twice (a symlink loop, or two links to one folder) is read once."""
+    seen: set[str] = set()
+    out = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        out += [Path(folder) / n for n in names if n.lower().endswith(suffixes)]
+    return sorted(out)
+
+
+def read_text(p: Path) -> str:
+    """A text annotation file as UTF-8 (a byte-order mark is dropped; undecodable bytes become U+FFFD, which
+    the readers then report where they matter)."""
+    try:
+        return p.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror})") from None
+
+
 def _float(text: str, where: str) -> float:
     try:
         v = float(text)
@@ -64,10 +90,7 @@ def _float(text: str, where: str) -> float:
 def read_pts(path: str | Path) -> np.ndarray:
     """One iBUG ``.pts`` file (with or without the ``version/n_points/{ }`` header) -> ``(K, 2)`` 0-based."""
     p = Path(path)
-    try:
-        text = p.read_text(errors="replace")
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror})") from None
+    text = read_text(p)
     lines = [(i + 1, ln.strip()) for i, ln in enumerate(text.splitlines())]
     lines = [(i, ln) for i, ln in lines if ln]
     if not lines:
@@ -107,7 +130,7 @@ def _files_beside_images(path: str | Path, suffix: str, read, problems: Problems
     """Every ``*suffix`` annotation under ``path`` (or the one file) read with ``read``, paired with the
     image of the same stem."""
     p = Path(path)
-    files = [p] if p.is_file() else sorted(p.rglob(f"*{suffix}"))
+    files = [p] if p.is_file() else files_under(p, (suffix,))
     if not files:
         raise DataError(f"{p}: no {suffix} files found (expected annotations beside their images)")
     out = []
@@ -121,6 +144,18 @@ def _files_beside_images(path: str | Path, suffix: str, read, problems: Problems
         except DataError as e:
             problems.report(str(e))
     return out
+
+
+def input_files(path: str | Path, fmt: str) -> list[Path]:
+    """The files a reader of ``fmt`` takes from ``path``, for refusing an output that would replace one: the
+    path itself, and for a folder of ``.pts``/``.ljson`` files (or one of them) the annotations and the
+    images beside them. (Images listed inside a manifest are not included.)"""
+    p = Path(path)
+    suffix = {"pts": ".pts", "ljson": ".ljson"}.get(fmt)
+    if suffix is None or not p.exists():
+        return [p]
+    annotations = [p] if p.is_file() else files_under(p, (suffix,))
+    return [p, *annotations, *filter(None, map(_image_beside, annotations))]
 
 
 def read_pts_folder(path: str | Path, problems: Problems) -> list[Sample]:
@@ -137,10 +172,7 @@ def read_mtfl(path: str | Path, problems: Problems, root: str | Path | None = No
     list's folder). Attributes become 0-based class labels."""
     p = Path(path)
     base = Path(root) if root is not None else p.parent
-    try:
-        text = p.read_text(errors="replace")
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror})") from None
+    text = read_text(p)
     out, seen = [], {}
     for i, raw in enumerate(text.splitlines(), start=1):
         ln = raw.strip()
@@ -239,11 +271,19 @@ def read_csv_manifest(path: str | Path, problems: Problems) -> list[Sample]:
 
 def _load_json(p: Path):
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8-sig"))
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise DataError(f"{p}: not valid JSON ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def _expect(value, kind, message: str):
+    """``value`` when it is of the JSON type ``kind`` (a bool is no number); otherwise a :class:`DataError`
+    with ``message`` and the value found, so a file of the right syntax but the wrong shape is named."""
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    raise DataError(f"{message}, got {json.dumps(value)[:60]}")
 
 
 def read_ljson(path: str | Path) -> np.ndarray:
@@ -254,11 +294,12 @@ def read_ljson(path: str | Path) -> np.ndarray:
     try:
         groups = d["groups"] if "groups" in d else {"": d}
         points = next(iter(groups.values()))["landmarks"]["points"]
-    except (KeyError, TypeError, StopIteration):
+    except (KeyError, TypeError, StopIteration, AttributeError):
         raise DataError(f"{p}: no landmarks.points in this .ljson file") from None
     out = []
-    for i, pt in enumerate(points):
-        if pt is None or any(v is None for v in pt):
+    for i, pt in enumerate(_expect(points, list, f"{p}: landmarks.points must be a list of (y, x) pairs")):
+        pt = [] if pt is None else _expect(pt, list, f"{p}: point {i} must be a (y, x) pair or null")
+        if not pt or any(v is None for v in pt):
             out.append([math.nan, math.nan])
         elif len(pt) != 2:
             raise DataError(f"{p}: point {i} has {len(pt)} values, expected (y, x)")
@@ -275,6 +316,26 @@ def read_ljson_folder(path: str | Path, problems: Problems) -> list[Sample]:
     return _files_beside_images(path, ".ljson", read_ljson, problems)
 
 
+def _coco_images(p: Path, images: list, problems: Problems) -> tuple[dict, set]:
+    """``{id: file_name}`` of COCO's ``images`` and the ids of bad entries (reported)."""
+    files, bad = {}, set()
+    for j, im in enumerate(images):
+        where = f"{p} images[{j}]"
+        try:
+            im = _expect(im, dict, f"{where}: must be an object")
+            image_id = _expect(im.get("id"), int | str, f"{where}: id must be an integer or a string")
+            name = _expect(im.get("file_name"), str, f"{where}: file_name must be a path")
+            if not name.strip():
+                raise DataError(f"{where}: file_name is empty")
+        except DataError as e:
+            problems.report(str(e))
+            if isinstance(im, dict) and isinstance(im.get("id"), int | str):
+                bad.add(im["id"])
+            continue
+        files[image_id] = name
+    return files, bad
+
+
 def read_coco(path: str | Path, problems: Problems) -> list[Sample]:
     """COCO keypoints JSON: one sample per annotation with ``keypoints``; ``v = 0`` marks a missing point.
     COCO puts pixel corners at integers, so ``x - 0.5`` is our pixel-centre coordinate. Images are
@@ -283,35 +344,40 @@ def read_coco(path: str | Path, problems: Problems) -> list[Sample]:
     d = _load_json(p)
     if not isinstance(d, dict) or "annotations" not in d or "images" not in d:
         raise DataError(f"{p}: not COCO keypoints JSON (needs 'images' and 'annotations')")
-    files = {im.get("id"): im.get("file_name") for im in d["images"]}
+    files, bad_images = _coco_images(p, _expect(d["images"], list, f"{p}: 'images' must be a list"), problems)
     out, seen = [], set()
-    for i, ann in enumerate(d["annotations"]):
-        where = f"{p} annotation {ann.get('id', i)}"
-        kps = ann.get("keypoints")
-        if not kps:
-            continue
-        if len(kps) % 3:
-            problems.report(f"{where}: keypoints must be x, y, v triplets ({len(kps)} values)")
-            continue
-        if ann.get("image_id") not in files:
-            problems.report(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
-            continue
-        key = ann.get("id", i)
-        if key in seen:
-            problems.report(f"{where}: duplicate annotation id")
-            continue
-        seen.add(key)
+    for i, ann in enumerate(_expect(d["annotations"], list, f"{p}: 'annotations' must be a list")):
         try:
-            arr = np.asarray([[_float(str(x), where), _float(str(y), where), v] for x, y, v in
-                              zip(kps[0::3], kps[1::3], kps[2::3])], dtype=np.float64)
+            ann = _expect(ann, dict, f"{p} annotations[{i}]: must be an object")
+            key = _expect(ann.get("id", i), int | str, f"{p} annotations[{i}]: id must be an integer or a string")
+            where = f"{p} annotation {key}"
+            kps = ann.get("keypoints")
+            if kps is None or kps == []:
+                continue
+            kps = _expect(kps, list, f"{where}: keypoints must be a list of x, y, v triplets")
+            if len(kps) % 3:
+                raise DataError(f"{where}: keypoints must be x, y, v triplets ({len(kps)} values)")
+            image_id = ann.get("image_id")
+            if isinstance(image_id, int | str) and image_id in bad_images:
+                continue  # its image entry was reported
+            if not isinstance(image_id, int | str) or image_id not in files:
+                raise DataError(f"{where}: image_id {json.dumps(image_id)[:40]} is not in 'images'")
+            if key in seen:
+                raise DataError(f"{where}: duplicate annotation id")
+            category = ann.get("category_id")
+            if category is not None:
+                _expect(category, int, f"{where}: category_id must be an integer")
+            seen.add(key)
+            arr = np.asarray([[_float(str(x), where), _float(str(y), where), _float(str(v), where)]
+                              for x, y, v in zip(kps[0::3], kps[1::3], kps[2::3])], dtype=np.float64)
         except DataError as e:
             problems.report(str(e))
             continue
         lm = arr[:, :2] - 0.5
         lm[arr[:, 2] <= 0] = math.nan
-        name = files[ann["image_id"]]
+        name = files[image_id]
         image = p.parent / name if (p.parent / name).exists() else p.parent / "images" / name
-        attrs = {"category": int(ann["category_id"])} if "category_id" in ann else {}
+        attrs = {"category": category} if category is not None else {}
         out.append(Sample(image, lm, attrs, where))
     return out
 
