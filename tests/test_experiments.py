@@ -113,7 +113,7 @@ def test_a_cell_is_reused_only_under_the_same_config(tiny_grid, tmp_path, capsys
     assert main(base) == 0 and metrics.stat().st_mtime_ns == stamp  # same config: reused
     assert main([*base, "--set", "train.lr=0.5"]) == 2
     err = capsys.readouterr().err
-    assert "another config" in err and "train.lr (0.001 -> 0.5)" in err and "--fresh" in err
+    assert "another config" in err and "train.lr (0.003 -> 0.5)" in err and "--fresh" in err
     assert metrics.stat().st_mtime_ns == stamp
     assert main([*base, "--set", "train.lr=0.5", "--fresh"]) == 0
     assert yaml.safe_load((metrics.parent / "config.yaml").read_text())["train"]["lr"] == 0.5

@@ -16,6 +16,7 @@ import yaml
 
 from sslandmarks.errors import UserError
 
+PRECISIONS = ("32-true", "bf16-mixed", "64-true", "auto")
 VARIANTS = ("L", "L+A", "L+ELT", "L+ELT+A", "A", "A+ELT")
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped with the package; ./configs links here
 
@@ -114,7 +115,9 @@ class TrainConfig:
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "32-true"  # 32-true | bf16-mixed | 64-true (float64, for checks of the arithmetic)
+    # 32-true | bf16-mixed | 64-true (float64, for checks of the arithmetic) | auto: bf16-mixed where the
+    # hardware multiplies bfloat16 natively (a CPU with AMX-BF16, a CUDA GPU with bf16), else 32-true
+    precision: str = "32-true"
     channels_last: bool = True
     # start from these weights (a checkpoint path or a bundled model name) with a fresh optimiser and
     # schedule: fine-tuning; tensors whose name or shape differ (e.g. another landmark count) start fresh
@@ -144,6 +147,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"loss.elt_on={cfg.loss.elt_on!r}: use 'unlabelled' or 'all'")
     if cfg.train.schedule not in ("constant", "cosine"):
         raise UserError(f"train.schedule={cfg.train.schedule!r}: use 'constant' or 'cosine'")
+    if cfg.train.precision not in PRECISIONS:
+        raise UserError(f"train.precision={cfg.train.precision!r}: use one of {', '.join(PRECISIONS)}")
     for name in ("steps", "batch_labelled", "eval_every", "log_every", "checkpoint_every"):
         if getattr(cfg.train, name) < 1:
             raise UserError(f"train.{name} must be >= 1")
@@ -282,10 +287,16 @@ def with_overrides(cfg: Config, overrides: dict) -> Config:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config file and apply ``--set`` overrides."""
+    """Read a YAML config file and apply ``--set`` overrides. A bare name that is no file here (``blocks.yaml``
+    or ``blocks``) is the config of that name shipped in the package, so names work outside a checkout."""
     p = Path(path)
+    if not p.is_file() and p.parent == Path("."):
+        shipped = CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+        p = shipped if shipped.is_file() else p
     if not p.is_file():
-        raise UserError(f"config file {str(p)!r} does not exist: pass one of the files in configs/")
+        names = ", ".join(sorted(f.name for f in CONFIGS.glob("*.yaml")))
+        raise UserError(f"config file {str(path)!r} does not exist: pass a YAML file, or a packaged config by "
+                        f"name ({names})")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:

@@ -123,3 +123,44 @@ def write_json(data: dict, path: str | Path) -> None:
     except OSError as e:
         raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --out") from None
 
+
+LOCK_NAME = ".lock"  # in a run folder, held (flock) by the process training into it
+
+
+@contextmanager
+def locked_run_dir(out: str | Path, enabled: bool = True) -> Iterator[None]:
+    """Hold the run folder's exclusive lock (created if needed) while the block runs; the kernel also drops it
+    when the process ends, however it ends. A folder another process is training into is refused."""
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    ensure_writable_dir(out)
+    fd = os.open(Path(out) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{out}: another process is training into this folder; wait for it to finish, or "
+                            "choose another --out") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def run_dir_busy(out: str | Path) -> bool:
+    """Whether another process holds ``out``'s run lock (without taking it)."""
+    import fcntl
+
+    path = Path(out) / LOCK_NAME
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took

@@ -36,6 +36,7 @@ from sslandmarks.data.sources import load_splits
 from sslandmarks.errors import UserError
 from sslandmarks.inference import predict_all
 from sslandmarks.models import check_config, model_entry
+from sslandmarks.outputs import run_dir_busy
 from sslandmarks.report import collect, write_outputs
 from sslandmarks.tables import PAPER, TABLES, Protocol, Row, Table, cell_dir, cells
 from sslandmarks.train import fit
@@ -96,8 +97,11 @@ def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extr
 def cell_state(run: Path, expected: Config) -> tuple[str, list[str]]:
     """What a cell folder holds, read without changing it: ``done`` (finished with ``expected``), ``resume``
     (a checkpoint of ``expected``), ``clash`` (finished or checkpointed with another config: the differing keys
-    come second), ``restart`` (cut off without a checkpoint, as committed result folders keep them) or ``new``."""
+    come second), ``restart`` (cut off without a checkpoint, as committed result folders keep them), ``busy``
+    (another process is training it) or ``new``."""
     saved = run / "config.yaml"
+    if run_dir_busy(run):
+        return "busy", []
     if not saved.is_file():
         return ("restart" if run.exists() else "new"), []
     diff = config_diff(read_saved_config(saved), expected)
@@ -120,7 +124,11 @@ def plan_cells(cells_: list[tuple[Row, float, int]], out: Path, config_of, fresh
     for c, state, _ in states:
         if state in ("clash", "restart"):
             shutil.rmtree(cell_dir(out, *c))
-    return [c for c, state, _ in states if state != "done"]
+    busy = [c for c, state, _ in states if state == "busy"]
+    if busy:
+        print(f"{len(busy)} cell(s) are being trained by another process, e.g. {cell_dir(out, *busy[0])}: "
+              "left to it", file=sys.stderr)
+    return [c for c, state, _ in states if state not in ("done", "busy")]
 
 
 _SPLITS: dict[str, Splits] = {}  # loaded datasets, shared by the cells a process runs

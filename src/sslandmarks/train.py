@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from sslandmarks.checkpoint import init_weights, load_checkpoint, save_checkpoint
-from sslandmarks.config import Config, LossConfig, save_config, to_dict, variant_terms
+from sslandmarks.config import Config, LossConfig, config_diff, read_saved_config, save_config, to_dict, variant_terms
 from sslandmarks.coords import inside_image
 from sslandmarks.data.augment import augment
 from sslandmarks.data.dataset import LandmarkData, Splits, to_input
@@ -39,10 +40,13 @@ from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, warp
 from sslandmarks.inference import evaluate_data, predict_all, predict_maps
 from sslandmarks.losses import attribute_losses, combine, elt_loss, heatmap_ce_loss, l2_penalty, landmark_loss
 from sslandmarks.models import build_model, check_config, model_entry, sync_batchnorm
-from sslandmarks.outputs import ensure_writable_dir, write_json
+from sslandmarks.outputs import locked_run_dir, write_json
 from sslandmarks.specs import flip_permutation, mirror_perm
 from sslandmarks.viz import prediction_grid, shapes_figure
 
+# what a resumed run may change (the new values are applied from the checkpoint's step on, and recorded in
+# config.yaml): how long it trains and how often it evaluates, logs and saves; anything else is refused
+RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every")
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
 
 
@@ -141,11 +145,18 @@ def check_run(cfg: Config, out: str | Path, resume: bool) -> None:
     if cfg.data.augment_flip > 0:
         flip_permutation(cfg.data.spec, "data.augment_flip")
     mirror_perm(cfg.data.spec, cfg.data.test_flip)
-    last = Path(out) / "checkpoints" / "last.ckpt"
+    last, saved = Path(out) / "checkpoints" / "last.ckpt", Path(out) / "config.yaml"
     if resume and not last.is_file():
         raise UserError(f"--resume: {last} does not exist; start without --resume")
     if not resume and last.is_file():
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose a new --out")
+    diff = config_diff(read_saved_config(saved), cfg) if resume and saved.is_file() else []
+    refused = [d for d in diff if d.split(" ")[0] not in RESUME_MAY_CHANGE]
+    if refused:  # config.yaml must always say what ran
+        raise UserError(f"--resume: the config differs from {saved}: {', '.join(refused[:5])}"
+                        f"{' ...' if len(refused) > 5 else ''}; resume with --config {saved}, or start a new --out")
+    if diff:
+        print(f"--resume: applying {', '.join(diff)} from here on (recorded in {saved})", file=sys.stderr)
 
 
 @dataclass
@@ -170,6 +181,17 @@ class Run:
         return self.fabric.global_rank
 
 
+def resolve_precision(precision: str, device: str = "auto") -> str:
+    """``auto`` -> ``bf16-mixed`` where bfloat16 is native (CUDA with bf16, or a CPU with AMX-BF16, where
+    the convolutions run ~2-3x faster), else ``32-true``; other values are returned as they are."""
+    if precision != "auto":
+        return precision
+    if device != "cpu" and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16-mixed" if amx and torch.backends.mkldnn.is_available() else "32-true"
+
+
 def launch(cfg: Config, devices: int, num_nodes: int):
     """Start Lightning Fabric (DDP when there is more than one process) and check the batch split."""
     from lightning.fabric import Fabric  # slow to import: only when training
@@ -177,7 +199,7 @@ def launch(cfg: Config, devices: int, num_nodes: int):
     tc = cfg.train
     strategy = "ddp" if devices * num_nodes > 1 else "auto"
     fabric = Fabric(accelerator="auto" if tc.device == "auto" else tc.device, devices=devices, num_nodes=num_nodes,
-                    strategy=strategy, precision=tc.precision)
+                    strategy=strategy, precision=resolve_precision(tc.precision, tc.device))
     fabric.launch()
     for name in ("batch_labelled", "batch_unlabelled"):
         if getattr(tc, name) % fabric.world_size:
@@ -190,7 +212,6 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
     several processes), Adam and the schedule: fresh, from ``train.init`` weights, or from ``last.ckpt``."""
     tc, rank, world = cfg.train, fabric.global_rank, fabric.world_size
     if rank == 0:  # every rank checked the folder (check_run), so that all stop together; only rank 0 writes
-        ensure_writable_dir(out)
         save_config(cfg, out / "config.yaml")
     fabric.barrier()
     torch.manual_seed(tc.seed + rank)
@@ -261,28 +282,34 @@ class TrainLog:
 
     def __init__(self, run: Run, heads: list[str]) -> None:
         self.path, self.fabric, self.rank = run.out / "log.csv", run.fabric, run.rank
-        self.columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in heads], "val_score", "seconds"]
+        self.columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in heads], "val_score", "val_nme",
+                        "seconds"]
         self.sums: dict[str, Tensor] = {}
         self.count, self.t0 = 0, time.time()
         if self.rank == 0:  # new, or on resume only the rows up to the checkpoint's step (later ones are redone)
-            rows = []
+            rows: list[dict] = []
             if run.start and self.path.is_file():
                 with open(self.path, newline="") as f:
-                    rows = [r for r in csv.reader(f)][1:]
-                rows = [r for r in rows if r and r[0].isdigit() and int(r[0]) <= run.start]
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerows([self.columns, *rows])
+                    rows = [r for r in csv.DictReader(f) if (r.get("step") or "").isdigit()]
+                rows = [r for r in rows if int(r["step"]) <= run.start]
+            with open(self.path, "w", newline="") as f:  # by name: a log written before a column was added fits
+                w = csv.DictWriter(f, self.columns, restval="", extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+            if rows and rows[-1].get("seconds"):  # ``seconds`` go on from where the kept rows end: a run's total
+                self.t0 -= float(rows[-1]["seconds"])
 
     def add(self, losses: dict[str, Tensor]) -> None:
         for k, v in losses.items():
             self.sums[k] = self.sums.get(k, 0.0) + v.detach()
         self.count += 1
 
-    def write(self, step: int, lr: float, score: float | None) -> dict[str, float]:
+    def write(self, step: int, lr: float, score: float | None, nme: float | None = None) -> dict[str, float]:
         """Append a row (rank 0) and start new sums; returns the means, averaged over the ranks."""
         means = {k: float(self.fabric.all_reduce(v / self.count, reduce_op="mean")) for k, v in self.sums.items()}
         row = {"step": step, "lr": lr, **means, "seconds": round(time.time() - self.t0, 2)}
         row["val_score"] = "" if score is None else score
+        row["val_nme"] = "" if nme is None else nme
         if self.rank == 0:
             with open(self.path, "a", newline="") as f:
                 csv.writer(f).writerow([row.get(c, "") for c in self.columns])
@@ -359,10 +386,17 @@ def fit(
 ) -> tuple[dict, nn.Module]:
     """Train ``cfg`` on ``splits`` into ``out``. Returns the final metrics (also written to
     ``metrics.json``; empty on ranks other than 0) and the trained model (best checkpoint on rank 0)."""
-    tc, out = cfg.train, Path(out)
+    out = Path(out)
     check_run(cfg, out, resume)  # on every rank, so that all stop together
     fabric = launch(cfg, devices, num_nodes)
-    run = setup(cfg, out, resume, fabric)
+    with locked_run_dir(out, enabled=fabric.global_rank == 0):  # two runs never mix their files in one folder
+        return _train(setup(cfg, out, resume, fabric), splits, progress)
+
+
+def _train(run: Run, splits: Splits, progress: bool) -> tuple[dict, nn.Module]:
+    """The loop: a step, and every few steps validation (best checkpoint), a log row and ``last.ckpt``."""
+    cfg, fabric, out = run.cfg, run.fabric, run.out
+    tc = cfg.train
     train = semi_supervised(splits.train, cfg).to(fabric.device)
     val = splits.val.to(fabric.device)
     batches = Batches(train, cfg, run.rank, fabric.world_size)
@@ -372,14 +406,15 @@ def fit(
                disable=not progress or run.rank != 0, dynamic_ncols=True)
     for step in bar:
         log.add(train_step(run, *batches.at(step), step))
-        done, score = step + 1, None
+        done, score, nme = step + 1, None, None
         if done % tc.eval_every == 0 or done == tc.steps:
-            score = selection_score(evaluate_data(run.model, val, cfg), cfg)
+            metrics = evaluate_data(run.model, val, cfg)
+            score, nme = selection_score(metrics, cfg), metrics.get("nme")
             if score < run.best or not math.isfinite(run.best):
                 run.best = score
                 save_state(run, done, out / "checkpoints" / "best.ckpt")
         if done % tc.log_every == 0 or score is not None:
-            means = log.write(done, run.scheduler.get_last_lr()[0], score)
+            means = log.write(done, run.scheduler.get_last_lr()[0], score, nme)
             bar.set_postfix(loss=f"{means['total']:.3g}", val=f"{run.best:.3f}" if math.isfinite(run.best) else "-")
         if done % tc.checkpoint_every == 0 or done % batches.steps_per_epoch == 0 or done == tc.steps:
             save_state(run, done, run.last)
