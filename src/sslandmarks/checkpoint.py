@@ -89,6 +89,17 @@ def _mismatch(weights, expected: dict[str, tuple[int, ...]]) -> str | None:
     return None
 
 
+def pick_device(device: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` as given (CUDA must be there), ``auto``: CUDA when available, else CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"device {device!r}: use cpu, cuda, cuda:N or auto")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r}: CUDA is not available on this machine (use cpu)")
+    return device
+
+
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
     """Rebuild the model a checkpoint was trained with, in eval mode, and its config."""
     state = load_checkpoint(path)

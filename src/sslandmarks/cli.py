@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from sslandmarks import __version__
 from sslandmarks.errors import UserError
 from sslandmarks.pretrained import resolve
 from sslandmarks.tables import FIGURES, TABLES
@@ -77,7 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     refuse_inputs_as_outputs([("--out", args.out), *([("--ced", args.ced)] if args.ced else [])], inputs)
     for path in filter(None, (args.out, args.ced)):  # fail on an unwritable output before any work
         ensure_writable_file(path)
-    metrics = evaluate_checkpoint(ckpt, args.data, args.split, args.format, args.skip_bad, args.detector)
+    metrics = evaluate_checkpoint(ckpt, args.data, args.split, args.format, args.skip_bad, args.detector,
+                                  progress=_progress(args), threads=args.threads, device=args.device)
     if metrics.get("skipped"):
         print(f"skipped {len(metrics['skipped'])} bad sample(s), listed under 'skipped' in {args.out}; "
               f"first: {metrics['skipped'][0]}", file=sys.stderr)
@@ -102,8 +104,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from sslandmarks.predict import predict_files
 
-    n = predict_files(resolve(args.checkpoint, args.model), args.images, args.out)
-    print(f"wrote landmarks of {n} image(s) to {args.out}/predictions.json")
+    video = {"every": args.detect_every, "smooth": args.smooth, "draw": not args.no_video}
+    n = predict_files(resolve(args.checkpoint, args.model), args.images, args.out, progress=_progress(args),
+                      min_score=args.min_score, threads=args.threads, device=args.device,
+                      all_attributes=args.all_attributes, video=video)
+    print(f"wrote landmarks of {n} file(s) to {args.out}/predictions.json")
     return 0
 
 
@@ -178,7 +183,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--checkpoint", help="a .ckpt written by train (RUN/checkpoints/best.ckpt)")
+    g.add_argument("--checkpoint", help="a .ckpt written by train (RUN/checkpoints/best.ckpt), or a bundled model's "
+                   "name")
     g.add_argument("--model", help="a bundled pretrained model by name (`sslandmarks models` lists them)")
 
 
@@ -186,7 +192,8 @@ def _train_args(sub) -> None:
     t = sub.add_parser("train", help="train a model from a YAML config",
                        description="Train from a config; writes config.yaml, checkpoints/{last,best}.ckpt, "
                        "log.csv, metrics.json and predictions.png into --out.")
-    t.add_argument("--config", required=True, help="YAML file, e.g. configs/blocks.yaml")
+    t.add_argument("--config", required=True, help="YAML file, e.g. configs/blocks.yaml, or a packaged config by "
+                   "name (blocks.yaml)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set loss.variant=L --set train.steps=500 (repeatable)")
     t.add_argument("--out", required=True, help="run folder")
@@ -216,16 +223,43 @@ def _evaluate_args(sub) -> None:
     e.add_argument("--ced", help="also draw the cumulative error distribution (per-image NME) to this PNG")
     e.add_argument("--detector", choices=["dlib"], help="crop each face from dlib's detector box, as predict does, "
                    "instead of from its ground-truth landmarks (the paper's protocol); needs the 'detect' extra")
+    _runtime_args(e)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars on a terminal, unless --quiet (none in logs and pipes)."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive(int), default=1,
+                   help="torch intra-op threads (default 1: the fastest on a busy machine, where idle threads spin)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is no terminal)")
 
 
 def _predict_args(sub) -> None:
-    r = sub.add_parser("predict", help="predict landmarks on image files",
+    r = sub.add_parser("predict", help="predict landmarks on image and video files",
                        description="Face models (trained on crops) find faces with dlib's HOG detector (the "
                        "'detect' extra) and predict on each; whole-image models see the image resized. Writes "
-                       "predictions.json (landmarks in image pixels) and one overlay PNG per image.")
+                       "predictions.json (landmarks in image pixels, detector scores) and one overlay PNG per photo "
+                       "with a face; a video (.mp4, .mov, .avi, .mkv, .webm; the 'video' extra) gets NAME.json and "
+                       "NAME.csv (landmarks per frame) and NAME_landmarks.mp4. A rerun into the same --out replaces "
+                       "the files of the previous run.")
     _model_args(r)
-    r.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
+    r.add_argument("images", nargs="+", help="image or video files, or folders of them")
     r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this (dlib's SVM "
+                   "margin: 0 is its own threshold, real faces mostly score over 0.5; negative finds more)")
+    r.add_argument("--all-attributes", action="store_true",
+                   help="also report attribute heads the model card marks as uninformative (hidden by default)")
+    r.add_argument("--detect-every", type=_positive(int), default=10, metavar="N",
+                   help="video: run the detector every N frames (and when a track is lost); in between, faces are "
+                   "tracked from their landmarks")
+    r.add_argument("--smooth", type=float, default=0.0, metavar="W",
+                   help="video: smooth landmarks over frames, W in [0, 1) the weight of the past (default 0: off)")
+    r.add_argument("--no-video", action="store_true", help="video: landmarks only, no annotated video")
+    _runtime_args(r)
 
 
 def _demo_export_models_args(sub) -> None:
@@ -281,6 +315,7 @@ def _reproduce_args(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sslandmarks", description="Semi-supervised landmark localisation (Seq-MT, soft-argmax, ELT).")
+    p.add_argument("--version", action="version", version=f"sslandmarks {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_train_args, _evaluate_args, _predict_args, _demo_export_models_args, _bench_args, _reproduce_args):
         add(sub)

@@ -79,4 +79,6 @@ def evaluate_data(
         out["attribute_accuracy"] = {k: accuracy(v, data.attributes[k].cpu()) for k, v in class_heads.items()}
     if hidden_landmarks(cfg):
         out["landmark_consistency"] = landmark_consistency(pred, gt)
+    if data.names is not None and "per_image_nme" in out:
+        out["per_image_file"] = list(data.names)  # beside per_image_nme: which file (and line) each figure is
     return out

@@ -45,8 +45,37 @@ def model_card(name: str) -> str:
     return card.read_text() if card.is_file() else f"# {name}\n\n{PRETRAINED[name]}\n"
 
 
+def checkpoint_path(name_or_path: str) -> str:
+    """A checkpoint file as given, or a bundled model's by name (a file of that name wins)."""
+    if Path(name_or_path).is_file() or name_or_path not in PRETRAINED:
+        if not Path(name_or_path).is_file():
+            raise UserError(f"{name_or_path!r} is neither a checkpoint file nor a bundled model name "
+                            f"({', '.join(available()) or 'none bundled'}; `sslandmarks models` lists them)")
+        return name_or_path
+    return str(pretrained_path(name_or_path))
+
+
 def resolve(checkpoint: str | None, model: str | None) -> str:
-    """``--checkpoint PATH`` or ``--model NAME`` (exactly one) -> the checkpoint file to load."""
+    """``--checkpoint PATH`` or ``--model NAME`` (exactly one) -> the checkpoint file to load. A bundled model's
+    name works with ``--checkpoint`` too (when no file of that name exists)."""
     if (checkpoint is None) == (model is None):
         raise UserError("give either --checkpoint PATH or --model NAME (see `sslandmarks models`)")
-    return checkpoint if checkpoint is not None else str(pretrained_path(model))
+    if checkpoint is None:
+        return str(pretrained_path(model))
+    return checkpoint if Path(checkpoint).exists() or checkpoint not in PRETRAINED else str(pretrained_path(checkpoint))
+
+
+UNINFORMATIVE = "| uninformative heads |"  # a model card's table row: heads whose answers carry no signal
+
+
+def uninformative_heads(checkpoint: str | Path) -> tuple[str, ...]:
+    """Attribute heads that the model card beside ``checkpoint`` (``NAME.md`` beside ``NAME.ckpt``) marks as
+    uninformative, in its row ``| uninformative heads | gender, glasses (...) |``; none without a card."""
+    card = Path(checkpoint).with_suffix(".md")
+    if not card.is_file():
+        return ()
+    for line in card.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(UNINFORMATIVE):
+            names = line[len(UNINFORMATIVE):].split("|")[0].split("(")[0]
+            return tuple(n.strip() for n in names.split(",") if n.strip())
+    return ()

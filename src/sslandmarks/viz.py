@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 COLORS = ["red", "dodgerblue", "gold", "magenta", "cyan", "orange", "lime"]
+COLORS_RGB = [(255, 0, 0), (30, 144, 255), (255, 215, 0), (255, 0, 255), (0, 255, 255), (255, 165, 0), (0, 255, 0)]
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -48,31 +49,44 @@ def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path
     plt.close(fig)
 
 
-def photo_overlay(rgb, faces: list[dict], path: str | Path, boxes: bool = True) -> None:
-    """A photo at (up to 1,000 px wide) natural size with each face's landmarks, its detector box and its
-    attributes written above the box. ``faces``: ``{"box": [x0, y0, x1, y1], "landmarks": [[x, y], ...],
-    "attributes": {...}}`` in photo pixels."""
+def draw_faces(rgb: np.ndarray, faces: list[dict], boxes: bool = True, max_width: int = 1000) -> np.ndarray:
+    """``rgb (H, W, 3)`` uint8, shrunk to at most ``max_width`` px wide, with each face's landmarks (dots), its
+    box and its number and attributes above the box. ``faces``: ``{"box": [x0, y0, x1, y1], "landmarks":
+    [[x, y], ...], "attributes": {...}}`` in image pixels. Pillow draws it (a few ms, also per video frame)."""
+    from PIL import Image, ImageDraw
+
     h, w = rgb.shape[:2]
-    scale = min(1.0, 1000 / w)
-    fig = plt.figure(figsize=(w * scale / 100, h * scale / 100), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(rgb)
-    ax.set_axis_off()
+    scale = min(1.0, max_width / w)
+    im = Image.fromarray(rgb)
+    if scale < 1.0:
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR,
+                       reducing_gap=2.0)
+        scale = im.size[0] / w
+    draw = ImageDraw.Draw(im)
     for i, face in enumerate(faces):
-        color = COLORS[i % len(COLORS)]
-        lm = torch.tensor(face["landmarks"]).numpy()
-        x0, y0, x1, y1 = face["box"]
-        ms = max(1.5, min(5.0, (x1 - x0) * scale / 60))
-        ax.plot(lm[:, 0], lm[:, 1], "o", color=color, ms=ms, mec="black", mew=0.4)
+        color = COLORS_RGB[i % len(COLORS_RGB)]
+        x0, y0, x1, y1 = (float(v) * scale for v in face["box"])
+        r = max(1.0, min(4.0, (x1 - x0) / 60))
+        # pixel centres map to pixel centres: x' = (x + 0.5) * scale - 0.5
+        for x, y in (np.asarray(face["landmarks"], dtype=np.float64) + 0.5) * scale - 0.5:
+            if np.isfinite(x) and np.isfinite(y):
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=color, outline=(0, 0, 0))
         if boxes:
-            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, lw=1))
-        text = ", ".join(str(v) for v in face.get("attributes", {}).values() if isinstance(v, (str, int)))
-        ax.text(x0, y0 - 3, f"{i + 1}" + (f": {text}" if text else ""), color=color, fontsize=8, va="bottom",
-                bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "lw": 0})
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+            draw.rectangle((x0, y0, x1, y1), outline=color, width=max(1, round(r / 2)))
+        text = ", ".join(str(v) for v in face.get("attributes", {}).values() if isinstance(v, str | int))
+        label = f"{i + 1}" + (f": {text}" if text else "")
+        left, top, right, bottom = draw.textbbox((x0, y0), label)
+        ty = max(0.0, y0 - (bottom - top) - 4)
+        draw.rectangle((x0, ty, x0 + right - left + 4, ty + bottom - top + 4), fill=(0, 0, 0))
+        draw.text((x0 + 2, ty + 2 - (top - y0)), label, fill=color)
+    return np.asarray(im)
+
+
+def photo_overlay(rgb, faces: list[dict], path: str | Path, boxes: bool = True) -> None:
+    """:func:`draw_faces` saved as a PNG (fast compression: the overlay is for looking at)."""
+    from PIL import Image
+
+    Image.fromarray(draw_faces(rgb, faces, boxes)).save(path, compress_level=1)
 
 
 def block_classes(canvases: np.ndarray, landmarks: np.ndarray, path: str | Path) -> None:

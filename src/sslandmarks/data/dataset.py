@@ -22,6 +22,7 @@ class LandmarkData:
     attributes: dict[str, Tensor] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
     from_source: Tensor | None = None  # (N, 3, 3): source-image pixels -> input pixels (crops), if any
+    names: list[str] | None = None  # where each sample comes from (file and line), for per-image figures
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -38,6 +39,7 @@ class LandmarkData:
             landmarks=self.landmarks[index],
             attributes={k: v[index] for k, v in self.attributes.items()},
             from_source=None if self.from_source is None else self.from_source[index],
+            names=None if self.names is None else _pick(self.names, index),
         )
 
     def to(self, device) -> LandmarkData:
@@ -53,6 +55,14 @@ class LandmarkData:
         lm = self.landmarks.clone()
         lm[~keep] = float("nan")
         return replace(self, landmarks=lm)
+
+
+def _pick(items: list, index: Tensor) -> list:
+    """``items`` indexed like a tensor's first axis by an index tensor (positions or a boolean mask)."""
+    index = torch.as_tensor(index).cpu()
+    if index.dtype == torch.bool:
+        index = index.nonzero().reshape(-1)
+    return [items[i] for i in index.reshape(-1).tolist()]
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from sslandmarks.data.dataset import LandmarkData
 from sslandmarks.data.formats import DataError, Problems, Sample
@@ -97,13 +98,14 @@ def load_cropped(
     class_counts: dict[str, int] | None = None,
     class_names: dict[str, tuple[str, ...]] | None = None,
     heads: set[str] | None = None,
+    progress: bool = False,
 ) -> LandmarkData:
     """Validate, read and crop ``samples``. ``class_counts`` (head -> number of classes) checks labels;
     ``class_names`` (head -> names in index order) maps named labels to indices; ``heads`` (the model's
     head names), when given, keeps only the attributes they read. Attribute columns that are neither a
     head nor numeric (an id, a note) are never kept."""
     images, lms, transforms, kept = [], [], [], []
-    for s in samples:
+    for s in tqdm(samples, desc="read", unit="image", disable=not progress):
         if np.isnan(s.landmarks).all():
             problems.report(f"{s.where}: no landmark is known, so there is no box to crop from")
             continue
@@ -141,4 +143,5 @@ def load_cropped(
             attributes[k] = torch.tensor([int(s.attributes.get(k, -1)) for s in kept], dtype=torch.long)
         else:
             attributes[k] = torch.tensor([[s.attributes.get(k, float("nan"))] for s in kept], dtype=torch.float32)
-    return LandmarkData(torch.cat(images), torch.stack(lms), attributes, kinds, torch.stack(transforms))
+    return LandmarkData(torch.cat(images), torch.stack(lms), attributes, kinds, torch.stack(transforms),
+                        names=[s.where or str(s.image) for s in kept])

@@ -46,13 +46,26 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 im.load()  # decode now: truncated files fail here, not later
-                im = ImageOps.exif_transpose(im)
-                arr = _eight_bit(im, p)
+                return from_pil(im, channels, p)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"image {p} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels "
                         "(a decompression bomb?): refused unread") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
         raise DataError(f"image {p} is unreadable or truncated ({e})") from None
+
+
+def from_pil(im: Image.Image, channels: int, name: str | Path = "image") -> np.ndarray:
+    """``(H, W, channels)`` uint8 of a Pillow image by the rules above (EXIF orientation, modes); ``name``
+    names it in errors."""
+    im = ImageOps.exif_transpose(im)
+    arr = _eight_bit(im, Path(name))
+    return with_channels(arr, channels)
+
+
+def with_channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` uint8 -> ``(H, W, channels)`` (grey by Pillow's ITU-R 601 luma)."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
     if channels == 1 and arr.ndim == 3:
         arr = np.asarray(Image.fromarray(arr).convert("L"))
     elif channels == 3 and arr.ndim == 2:

@@ -56,7 +56,7 @@ def class_counts(cfg: Config) -> dict[str, int]:
 
 
 def read_files(path: str | tuple[str, ...], cfg: Config, problems: Problems, fmt: str | None = None,
-               keep: tuple[str, ...] = ()) -> LandmarkData:
+               keep: tuple[str, ...] = (), progress: bool = False) -> LandmarkData:
     """Annotated files at ``path`` (one or several) read, validated against the model config and cropped;
     with ``keep``, only samples whose ``data.split_column`` value is listed. Attributes that no model head
     reads (an id, COCO's category) are dropped."""
@@ -72,7 +72,7 @@ def read_files(path: str | tuple[str, ...], cfg: Config, problems: Problems, fmt
     m = cfg.model
     names = {h.name: h.labels for h in m.heads if h.kind == "class" and h.labels}
     data = load_cropped(samples, m.input_size, m.in_channels, cfg.data.crop_margin, problems, class_counts(cfg), names,
-                        heads={h.name for h in m.heads})
+                        heads={h.name for h in m.heads}, progress=progress)
     if len(data) == 0:
         raise DataError(f"{path}: no usable samples ({len(problems.items)} skipped)")
     return data
