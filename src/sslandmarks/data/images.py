@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sslandmarks.data.formats import DataError
 
+ORIENTATION = 274  # the EXIF tag
 _DIRECT = ("1", "L", "P", "RGB", "CMYK", "YCbCr", "HSV")  # Pillow converts these to L / RGB correctly
 _ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -57,7 +58,8 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
 def from_pil(im: Image.Image, channels: int, name: str | Path = "image") -> np.ndarray:
     """``(H, W, channels)`` uint8 of a Pillow image by the rules above (EXIF orientation, modes); ``name``
     names it in errors."""
-    im = ImageOps.exif_transpose(im)
+    if im.getexif().get(ORIENTATION, 1) != 1:  # (exif_transpose copies even an upright image: big photos)
+        im = ImageOps.exif_transpose(im)
     arr = _eight_bit(im, Path(name))
     return with_channels(arr, channels)
 
@@ -78,7 +80,8 @@ def _eight_bit(im: Image.Image, p: Path) -> np.ndarray:
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in _DIRECT:
-        return np.asarray(im.convert("L" if im.mode in ("1", "L") else "RGB"))
+        target = "L" if im.mode in ("1", "L") else "RGB"
+        return np.asarray(im if im.mode == target else im.convert(target))
     if im.mode in _ALPHA:
         rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
         return np.round(rgba[..., :3] * rgba[..., 3:] / 255).astype(np.uint8)  # composited on black
