@@ -71,6 +71,14 @@ def _fake_data(cfg: Config, n: int, device: torch.device) -> LandmarkData:
     return LandmarkData(images, lms, attrs, {hd.name: hd.kind for hd in cfg.model.heads}).to(device)
 
 
+def network_passes(cfg: Config, bl: int, bu: int) -> int:
+    """Images through the network per step: each of ``bl + bu`` once, plus a warped copy of every image ELT
+    applies to (the unlabelled ones, or all of them with ``loss.elt_on: all``, as on 300-W)."""
+    if "ELT" not in cfg.loss.variant.split("+"):
+        return bl + bu
+    return 2 * (bl + bu) if cfg.loss.elt_on == "all" else bl + 2 * bu
+
+
 def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tuple[int, int] | None = None,
                 infer_batch: int = 256, warmup: int = 3) -> dict:
     """Measure one model; ``batch = (labelled, unlabelled)`` per step (default: the config's); ``warmup``
@@ -106,7 +114,7 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
         loss.backward()
         opt.step()
 
-    passes = bl + 2 * bu if "ELT" in cfg.loss.variant else bl + bu
+    passes = network_passes(cfg, bl, bu)
     ceiling_x = torch.rand(passes, cfg.model.in_channels, *size, device=device).contiguous(
         memory_format=torch.channels_last)
     def ceiling_step() -> None:  # the conv layers that make the maps

@@ -223,8 +223,10 @@ def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool 
         if clash:
             raise UserError(f"{cell_dir(out, *clash)} was trained with another config: rerun with the same "
                             "--protocol/--set, or pass --fresh to retrain such cells")
+    # seed 0 of every cell first, then the further seeds: a grid stopped early still has every cell once
+    selected = sorted(cells(table, plan, fractions, models), key=lambda c: (c[2], table.fractions.index(c[1])))
     todo = [(name, protocol, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
-            for row, pct, seed in plan_cells(cells(table, plan, fractions, models), out, config_of, fresh)]
+            for row, pct, seed in plan_cells(selected, out, config_of, fresh)]
     bar = tqdm(total=len(todo), desc=name, unit="run", disable=not progress)
     if jobs == 1:
         for args in todo:
