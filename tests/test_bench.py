@@ -27,3 +27,45 @@ def test_bench_cli_json_and_bad_model(tmp_path, capsys, monkeypatch):
     assert {"device", "torch", "models"} <= set(res) and res["models"][0]["fraction_of_matmul_peak"] == 0.5
     assert main(["bench", "--models", "resnet"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_time_to_target_reads_the_first_evaluation_under_the_target():
+    from sslandmarks.time_to_accuracy import time_to_target
+
+    curve = [(100, 10.0, 5.0), (200, 20.0, 2.5), (300, 30.0, 1.9), (400, 40.0, 2.1)]
+    r = time_to_target(curve, 2.0)
+    assert (r["steps_to_target"], r["seconds_to_target"], r["final"], r["best"]) == (300, 30.0, 2.1, 1.9)
+    assert time_to_target(curve, 1.0)["seconds_to_target"] is None
+
+
+def test_time_to_accuracy_trains_both_sides_and_reports_them(tmp_path, monkeypatch, capsys):
+    """Both recipes of a (tiny) workload train in their own processes at once; the report holds each side's
+    curve figures, read back from its own log.csv, and the speed-up when both reached the target."""
+    import sslandmarks.time_to_accuracy as tta
+    from conftest import TINY_OVERRIDES
+
+    tiny = tta.Workload("blocks.yaml", (*TINY_OVERRIDES, "train.steps=10", "loss.variant=L"),
+                        ("train.lr=0.001",), ("train.lr=0.003",), 1e9, "val_score", "px")
+    monkeypatch.setattr(tta, "WORKLOADS", {"tiny": tiny})
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--time-to-accuracy", "--out", "t"]) == 0
+    res = json.loads((tmp_path / "t" / "time_to_accuracy.json").read_text())
+    entry = res["workloads"]["tiny"]
+    for side, lr in (("baseline", 0.001), ("today", 0.003)):
+        assert entry[side]["steps_to_target"] == 5 and entry[side]["steps"] == 10  # eval_every=5 in the tiny sets
+        assert f"lr: {lr}" in (tmp_path / "t" / "tiny" / side / "config.yaml").read_text()
+    assert entry["speedup"] > 0 and {"cpu", "isa", "cores", "torch", "threads_per_side"} <= set(res["machine"])
+    assert "| tiny |" in (tmp_path / "t" / "time_to_accuracy.md").read_text()
+    assert main(["bench", "--time-to-accuracy", "--out", "t"]) == 2  # never over an earlier run
+    assert "exists" in capsys.readouterr().err
+
+
+def test_network_passes_follow_where_elt_applies():
+    from sslandmarks.bench import network_passes
+    from sslandmarks.config import CONFIGS, load_config
+
+    blocks = load_config(CONFIGS / "blocks.yaml")  # L+ELT+A, ELT on the unlabelled images
+    assert network_passes(blocks, 16, 32) == 16 + 2 * 32
+    faces = load_config(CONFIGS / "300w_fast.yaml")  # L+ELT on every image
+    assert faces.loss.elt_on == "all" and network_passes(faces, 32, 32) == 2 * (32 + 32)
+    assert network_passes(load_config(CONFIGS / "blocks.yaml", ["loss.variant=L+A"]), 16, 32) == 16 + 32

@@ -154,6 +154,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sslandmarks.bench import BENCH_MODELS, format_table, run_bench
     from sslandmarks.outputs import ensure_writable_file, write_json
 
+    if args.time_to_accuracy:
+        return _time_to_accuracy(args)
     if args.out:
         ensure_writable_file(args.out)
     unknown = [m for m in args.models or [] if m not in BENCH_MODELS]
@@ -164,6 +166,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.out:
         write_json(res, args.out)
         print(f"wrote {args.out}")
+    return 0
+
+
+def _time_to_accuracy(args: argparse.Namespace) -> int:
+    from sslandmarks.time_to_accuracy import format_markdown, run_time_to_accuracy
+
+    out = Path(args.out or "runs/time-to-accuracy")
+    res = run_time_to_accuracy(out, args.workloads, threads=args.threads)
+    text = format_markdown(res)
+    (out / "time_to_accuracy.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {out}/time_to_accuracy.json and time_to_accuracy.md")
     return 0
 
 
@@ -288,6 +302,13 @@ def _bench_args(sub) -> None:
     b.add_argument("--out", help="JSON file to write")
     b.add_argument("--seconds", type=_positive(float), default=2.0, help="minimum timing per measurement")
     b.add_argument("--models", nargs="+", help="subset of models (default: all)")
+    b.add_argument("--time-to-accuracy", action="store_true",
+                   help="instead: train fixed workloads twice side by side (the recipe before the speed work and "
+                   "today's) and report the seconds until the validation error reaches a target; --out is a folder")
+    b.add_argument("--workloads", nargs="+", metavar="NAME", help="with --time-to-accuracy: blocks, faces, hands "
+                   "(default: all; faces and hands need ../shared/data)")
+    b.add_argument("--threads", type=_positive(int), default=1,
+                   help="with --time-to-accuracy: intra-op threads per side (default 1: both sides run at once)")
 
 
 def _reproduce_args(sub) -> None:
