@@ -21,16 +21,21 @@ PHOTOS = ("lenna.png", "takeo.ppm", "einstein.jpg", "breakingbad.jpg", "tongue.j
 W, H, FPS = 640, 480, 25
 
 
-def frame(photo: Image.Image, t: float) -> np.ndarray:
-    """The photo at time ``t`` in [0, 1]: a 4:3 window that shrinks from the whole photo to 80 % of it and
-    drifts across it, resized to 640x480."""
-    pw, ph = photo.size
+def window(size: tuple[int, int], t: float) -> tuple[float, float, float, float]:
+    """The 4:3 window ``(x0, y0, x1, y1)`` of a photo of ``size`` shown at time ``t`` in [0, 1]: it shrinks
+    from the whole photo's height (or width) to 80 % of it and drifts across the photo."""
+    pw, ph = size
     side_w = min(pw, ph * W / H) * (1.0 - 0.2 * t)
     side_h = side_w * H / W
     x0 = (pw - side_w) * (0.2 + 0.6 * t)
     y0 = (ph - side_h) * (0.5 + 0.3 * np.sin(2 * np.pi * t))
-    box = (x0, y0, x0 + side_w, y0 + side_h)
-    return np.asarray(photo.resize((W, H), Image.Resampling.BILINEAR, box=box, reducing_gap=2.0))
+    return x0, y0, x0 + side_w, y0 + side_h
+
+
+def frame(photo: Image.Image, t: float) -> np.ndarray:
+    """The photo's :func:`window` at time ``t``, resized to 640x480 (photo pixel centres map to frame pixel
+    centres: ``x_frame = (x - x0 + 0.5) * 640 / (x1 - x0) - 0.5``)."""
+    return np.asarray(photo.resize((W, H), Image.Resampling.BILINEAR, box=window(photo.size, t), reducing_gap=2.0))
 
 
 def main() -> None:

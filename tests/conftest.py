@@ -45,6 +45,15 @@ TINY_OVERRIDES = (  # ``--set`` items that make a Blocks run take seconds
 )
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """``predict``/``evaluate`` in this process set torch's thread count (``--threads``, default 1); later tests
+    (bit-exact resume, DDP bounds) must run with the count they expect."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     """:data:`TINY_OVERRIDES` as a fresh list."""

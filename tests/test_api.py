@@ -284,3 +284,28 @@ def test_threads_flag_reaches_torch(blocks_ckpt, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "1"
     assert os.path.isfile(tmp_path / "o" / "x_landmarks.png")
+
+
+def test_predict_streams_one_photo_at_a_time(blocks_ckpt, tmp_path, monkeypatch):
+    """Each photo is read, predicted and drawn before the next is read (one photo in memory)."""
+    from sslandmarks import predict
+
+    for i in range(3):
+        Image.fromarray(np.full((30, 40), 40 * i, np.uint8)).save(tmp_path / f"p{i}.png")
+    events = []
+    read, draw = predict.read_image, predict.photo_overlay
+    monkeypatch.setattr(predict, "read_image", lambda p, c: events.append(f"read {Path(p).stem}") or read(p, c))
+    monkeypatch.setattr(predict, "photo_overlay", lambda rgb, faces, path, boxes: events.append("draw")
+                        or draw(rgb, faces, path, boxes))
+    assert main(["predict", "--checkpoint", str(blocks_ckpt), str(tmp_path), "--out", str(tmp_path / "o")]) == 0
+    assert events == ["read p0", "draw", "read p1", "draw", "read p2", "draw"]
+    assert main(["predict", "--checkpoint", str(blocks_ckpt), str(tmp_path / "p0.png"), "--out", str(tmp_path / "o"),
+                 "--device", "tpu"]) == 2
+
+
+def test_readme_starts_with_the_user_and_runs_no_venv_paths():
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    first_predict = next(i for i, ln in enumerate(lines) if "sslandmarks.load(" in ln or "sslandmarks predict" in ln)
+    assert first_predict < 40 and text.index("## Landmarks on your photos") < text.index("## Train with few labels")
+    assert ".venv/bin/sslandmarks" not in text and ".venv/bin/python" not in text
