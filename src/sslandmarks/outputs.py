@@ -124,6 +124,10 @@ def write_json(data: dict, path: str | Path) -> None:
         raise UserError(f"cannot write {str(path)!r} ({e.strerror}): choose another --out") from None
 
 
+class RunDirBusy(UserError):
+    """Another process holds the run folder's lock."""
+
+
 LOCK_NAME = ".lock"  # in a run folder, held (flock) by the process training into it
 
 
@@ -142,8 +146,8 @@ def locked_run_dir(out: str | Path, enabled: bool = True) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{out}: another process is training into this folder; wait for it to finish, or "
-                            "choose another --out") from None
+            raise RunDirBusy(f"{out}: another process is training into this folder; wait for it to finish, or "
+                             "choose another --out") from None
         yield
     finally:
         os.close(fd)  # releases the lock

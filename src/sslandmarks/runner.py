@@ -36,7 +36,7 @@ from sslandmarks.data.sources import load_splits
 from sslandmarks.errors import UserError
 from sslandmarks.inference import predict_all
 from sslandmarks.models import check_config, model_entry
-from sslandmarks.outputs import run_dir_busy
+from sslandmarks.outputs import RunDirBusy, run_dir_busy
 from sslandmarks.report import collect, write_outputs
 from sslandmarks.tables import PAPER, TABLES, Protocol, Row, Table, cell_dir, cells
 from sslandmarks.train import fit
@@ -152,8 +152,14 @@ def _run_cell(table_name: str, protocol: str, row_index: int, pct: float, seed: 
     table = TABLES[table_name]
     row = table.rows[row_index]
     cfg = cell_config(table, row, pct, seed, quick, extra, table.protocols[protocol])
-    fit(cfg, _splits(cfg), run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
-    return f"{row.name} {pct:g}% seed {seed}"
+    name = f"{row.name} {pct:g}% seed {seed}"
+    if (run / "metrics.json").is_file() or run_dir_busy(run):  # another invocation took it since the plan
+        return f"{name}: left to another process"
+    try:
+        fit(cfg, _splits(cfg), run, resume=(run / "checkpoints" / "last.ckpt").is_file(), progress=False)
+    except RunDirBusy:
+        return f"{name}: left to another process"
+    return name
 
 
 def _die_with_parent() -> None:
