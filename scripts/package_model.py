@@ -18,7 +18,7 @@ from sslandmarks.checkpoint import load_checkpoint, model_from_checkpoint, save_
 from sslandmarks.config import to_dict
 from sslandmarks.data.sources import load_splits
 from sslandmarks.inference import evaluate_data
-from sslandmarks.pretrained import PRETRAINED, WEIGHTS
+from sslandmarks.pretrained import PRETRAINED, UNINFORMATIVE, WEIGHTS
 
 
 def _metrics_line(m: dict) -> str:
@@ -50,6 +50,9 @@ def main() -> int:
     p.add_argument("name", choices=sorted(PRETRAINED))
     p.add_argument("--command", required=True, help="the command line that trained the run")
     p.add_argument("--extra", type=Path, help="markdown appended to the card")
+    p.add_argument("--uninformative", nargs="+", metavar="HEAD", default=[],
+                   help="attribute heads no better than the majority class on test: marked on the card, and hidden "
+                   "by predict and sslandmarks.load unless asked for (mtfl5: gender glasses)")
     p.add_argument("--mirror", action="store_true",
                    help="bundle with test-time mirroring (data.test_flip) if it lowers the *validation* error")
     args = p.parse_args()
@@ -91,6 +94,8 @@ def main() -> int:
         f"| training | {state['step']:,} of {cfg.train.steps:,} Adam steps (best validation checkpoint), batches "
         f"{cfg.train.batch_labelled} + {cfg.train.batch_unlabelled}, lr {cfg.train.lr:g} {cfg.train.schedule}"
         f"{_init_note(cfg.train.init)} |",
+        *([f"{UNINFORMATIVE} {', '.join(args.uninformative)} (no better than the majority class on the test set; "
+           "`predict` hides them unless `--all-attributes`) |"] if args.uninformative else []),
         "", "## Measured", "",
         f"- validation: {_metrics_line(metrics['val'])}",
         f"- test ({', '.join(d.test_path)}): {_metrics_line(metrics['test'])}",
