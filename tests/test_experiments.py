@@ -296,3 +296,15 @@ def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
     assert cell["failure_rate@0.08_mean"] == f"{metrics['failure_rate@0.08']:.4f}"
     md = (tmp_path / "w" / "table.md").read_text()
     assert "inter-pupil" in md and "AUC@0.08" in md and "failure rate@0.08" in md
+
+
+def test_report_only_trains_nothing_and_aggregates_what_is_there(tiny_grid, tmp_path):
+    src, _ = tiny_grid
+    assert main(["reproduce", "blocks-table1", "--out", str(tmp_path), "--report-only", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert len(rows) == 46 and all(r["seeds"] == "0" for r in rows) and not (tmp_path / "runs").exists()
+    before = {p: p.stat().st_mtime_ns for p in (src / "runs").rglob("*") if p.is_file()}
+    assert main(["reproduce", "blocks-table1", "--out", str(src), "--report-only", "--quiet", "--protocol", "paper",
+                 "--seeds", "1", *sets(TINY)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (src / "runs").rglob("*") if p.is_file()} == before
+    assert sum(r["seeds"] == "1" for r in csv.DictReader(open(src / "table.csv"))) == 8 + 6

@@ -131,7 +131,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if (args.fractions or args.models) and args.table in FIGURES:
         raise UserError(f"--fractions/--models apply to tables, not to {args.table}")
     run_table(args.table, args.out, seeds=args.seeds, quick=args.quick, extra=args.set, progress=not args.quiet,
-              jobs=args.jobs, fractions=args.fractions, models=args.models, protocol=args.protocol, fresh=args.fresh)
+              jobs=args.jobs, fractions=args.fractions, models=args.models, protocol=args.protocol, fresh=args.fresh,
+              report_only=args.report_only)
     print((Path(args.out) / "table.md").read_text())
     extra = [f for f in ("accuracy.csv", "figure.png") if (Path(args.out) / f).is_file()]
     print(f"wrote {args.out}/table.csv, table.md, plot.png" + "".join(f", {f}" for f in extra))
@@ -321,6 +322,8 @@ def _reproduce_args(sub) -> None:
                    "CPU, as in results/blocks-table1) and 'paper' (the configs as they are, 5 seeds); other tables: "
                    "'paper'")
     x.add_argument("--seeds", type=int, help="seeds per cell, in every column (default: the protocol's)")
+    x.add_argument("--report-only", action="store_true",
+                   help="train nothing: write table.csv/md and plot.png from the cells finished so far")
     x.add_argument("--fresh", action="store_true",
                    help="retrain cells that were trained with another config (default: refuse to mix them)")
     x.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole grid, not a result")

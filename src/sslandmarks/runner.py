@@ -207,14 +207,15 @@ def _check_request(name: str, protocol: str | None, seeds: int | None, jobs: int
 def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool = False,
               extra: list[str] | None = None, progress: bool = True, jobs: int = 1,
               fractions: list[float] | None = None, models: list[str] | None = None,
-              protocol: str | None = None, fresh: bool = False) -> list[dict]:
+              protocol: str | None = None, fresh: bool = False, report_only: bool = False) -> list[dict]:
     """Run (or finish) every cell of table ``name`` into ``out`` and write the aggregate files.
 
     ``protocol`` names one of the table's protocols (steps, schedule, seeds per column; default: the
     table's first); ``seeds`` overrides its seed counts. ``fractions`` / ``models`` restrict the grid to some
     columns / rows (the other cells stay as they are). A finished cell is reused only when its recorded
     config is the one asked for (``fresh``: retrain those that differ). ``jobs > 1`` trains that many cells
-    at once in worker processes (the models are small: one run alone leaves a many-core machine idle)."""
+    at once in worker processes (the models are small: one run alone leaves a many-core machine idle).
+    ``report_only``: train nothing, write the aggregate of the cells finished so far."""
     table, protocol = _check_request(name, protocol, seeds, jobs, fractions, models, quick, extra)
     proto, out = table.protocols[protocol], Path(out)
     plan = seeds if seeds is not None else proto
@@ -231,8 +232,9 @@ def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool 
                             "--protocol/--set, or pass --fresh to retrain such cells")
     # seed 0 of every cell first, then the further seeds: a grid stopped early still has every cell once
     selected = sorted(cells(table, plan, fractions, models), key=lambda c: (c[2], table.fractions.index(c[1])))
-    todo = [(name, protocol, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
-            for row, pct, seed in plan_cells(selected, out, config_of, fresh)]
+    todo = [] if report_only else [
+        (name, protocol, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
+        for row, pct, seed in plan_cells(selected, out, config_of, fresh)]
     bar = tqdm(total=len(todo), desc=name, unit="run", disable=not progress)
     if jobs == 1:
         for args in todo:
