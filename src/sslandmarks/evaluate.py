@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from sslandmarks.checkpoint import model_from_checkpoint, pick_device
+from sslandmarks.api import load
 from sslandmarks.data.detect import detector_crops
 from sslandmarks.data.formats import Problems, read_annotations
 from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, check_landmark_count, read_files
@@ -40,9 +38,8 @@ def evaluate_checkpoint(
     by default, the test ``split`` of the checkpoint's own synthetic dataset. Skipped samples are listed
     under ``skipped``; with names, ``per_image_file`` beside ``per_image_nme``. ``threads``: torch's intra-op
     threads (one is the fastest on a busy machine); ``progress``: progress bars on stderr."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    model, cfg = model_from_checkpoint(checkpoint, pick_device(device))
+    landmarker = load(checkpoint, device=device, threads=threads)  # the public API's model: names, threads, device
+    model, cfg = landmarker.model, landmarker.cfg
     if detector is not None and (data is None or data in SOURCES or cfg.data.name != "files"):
         raise UserError("--detector applies to models trained on face crops, scored on annotated photos (--data)")
     if data is not None and data not in SOURCES:
