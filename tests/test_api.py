@@ -200,6 +200,10 @@ def test_same_stems_get_their_own_overlays_and_reruns_replace_stale_output(tmp_p
     assert main(["predict", "--model", "face68-fast", str(photos[1]), "--min-score", "50", "--out", str(out)]) == 0
     assert json.loads((out / "predictions.json").read_text())[str(photos[1])]["faces"] == []
     assert sorted(f.name for f in out.iterdir()) == ["predictions.json"]
+    # a previous run's overlay given as an input is not removed: refused
+    assert main(["predict", "--model", "face68-fast", str(photos[1]), "--out", str(out)]) == 0
+    assert main(["predict", "--model", "face68-fast", str(out / "face_landmarks.png"), "--out", str(out)]) == 2
+    assert (out / "face_landmarks.png").is_file()
     # overlays that no predictions.json lists are not deleted: refused
     (out / "mine_landmarks.png").write_bytes(b"keep")
     (out / "predictions.json").unlink()

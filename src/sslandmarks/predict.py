@@ -96,9 +96,10 @@ def _check_readable(paths: list[Path]) -> None:
             raise UserError(f"image {p} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels: refused") from None
 
 
-def clear_previous(out: Path) -> int:
+def clear_previous(out: Path, inputs: list[Path] = ()) -> int:
     """Remove the files that an earlier ``predict`` into ``out`` recorded in its ``predictions.json`` (and that
-    JSON); refuse a folder holding overlays that no record accounts for. Returns the number removed."""
+    JSON); refuse a folder holding overlays that no record accounts for, and a recorded file that is one of
+    this run's ``inputs``. Returns the number removed."""
     record = out / "predictions.json"
     previous: dict = {}
     if record.is_file():
@@ -112,6 +113,11 @@ def clear_previous(out: Path) -> int:
     if unknown:
         raise UserError(f"--out {out} holds overlays that no predictions.json lists ({unknown[0].name}, ...): "
                         "choose an empty folder, or remove them")
+    given = {p.resolve() for p in inputs}
+    clash = next((f for f in listed if f.resolve() in given), None)
+    if clash is not None:
+        raise UserError(f"{clash} is an input, and the previous predict into {out} wrote it: it would be removed; "
+                        "choose another --out")
     removed = 0
     for f in [*listed, record]:
         if f.is_file():
@@ -153,7 +159,7 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
         print(f"note: no measured detector-box relation for the layout {model.cfg.data.spec or '(none)'}: crops "
               "use the 68-point face box's; check the overlays", file=sys.stderr)
     ensure_writable_dir(out)
-    clear_previous(out)
+    clear_previous(out, paths)
     results = {}
     photos = [(p, n) for p, n in zip(paths, names) if p.suffix.lower() not in VIDEO_SUFFIXES]
     for path, name in tqdm(photos, desc="predict", unit="photo", disable=not progress or len(photos) < 2):
