@@ -7,15 +7,17 @@ runs. Faces keep an ``id`` across frames (a new detection takes the id of the tr
 ``smooth`` > 0 the written landmarks are an exponential moving average over frames (``smooth`` is the weight
 of the past; tracking itself uses the unsmoothed landmarks).
 
-Video files are read and written with PyAV (the ``video`` extra, ``pip install 'sslandmarks[video]'``), which
-ships its own FFmpeg: nothing is downloaded at run time. The annotated video is H.264 (MPEG-4 Part 2 where the
-FFmpeg build has no H.264 encoder) at the input's frame rate.
+Per-frame results are written as they come (JSON, CSV and video alike), so memory does not grow with the
+video's length. Video files are read and written with PyAV (the ``video`` extra,
+``pip install 'sslandmarks[video]'``), which ships its own FFmpeg: nothing is downloaded at run time. The
+annotated video is H.264 (MPEG-4 Part 2 where the FFmpeg build has no H.264 encoder) at the input's frame rate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import sys
 import time
 from fractions import Fraction
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from sslandmarks.api import Face, Landmarker
 from sslandmarks.data.detect import iou
 from sslandmarks.errors import UserError
-from sslandmarks.outputs import atomic_path, write_json
+from sslandmarks.outputs import atomic_path
 from sslandmarks.viz import draw_faces
 
 LOST_SIDE_PX = 8.0  # a track whose landmarks span fewer pixels than this has collapsed
@@ -179,29 +181,32 @@ def predict_video(model: Landmarker, path: Path, out: Path, stem: str, overlay: 
     av = _av()
     tracker = Tracker(model, every, smooth, min_score)
     fps, total, decoded = _frames(av, path)
-    frames, started = [], time.perf_counter()
+    n, with_faces, started = 0, 0, time.perf_counter()
     video_file = atomic_path(out / overlay) if draw else contextlib.nullcontext(None)
     with atomic_path(out / f"{stem}.csv") as csv_tmp, open(csv_tmp, "w", newline="") as csv_file, \
-            video_file as video_tmp:
+            atomic_path(out / f"{stem}.json") as json_tmp, open(json_tmp, "w") as json_file, video_file as video_tmp:
         rows, writer = csv.writer(csv_file), _Writer(av, video_tmp, fps)
         rows.writerow(["frame", "time", "face", "point", "x", "y"])
-        for n, (rgb, t) in enumerate(tqdm(decoded, total=total, desc=path.name, unit="frame", disable=not progress)):
+        json_file.write(f'{{"video": {json.dumps(str(path))}, "fps": {float(fps)}, "frames": [')  # streamed
+        for n, (rgb, t) in enumerate(tqdm(decoded, total=total, desc=path.name, unit="frame", disable=not progress),
+                                     start=1):
             faces = [{"id": i, "detected": d, **f.to_dict()} for i, f, d in tracker.step(rgb)]
-            frames.append({"frame": n, "time": round(t, 4), "faces": faces})
+            json_file.write(("," if n > 1 else "") + "\n" + json.dumps({"frame": n - 1, "time": round(t, 4),
+                                                                        "faces": faces}))
+            with_faces += bool(faces)
             for f in faces:
-                rows.writerows([n, round(t, 4), f["id"], k, round(x, 3), round(y, 3)]
+                rows.writerows([n - 1, round(t, 4), f["id"], k, round(x, 3), round(y, 3)]
                                for k, (x, y) in enumerate(f["landmarks"]))
             if draw:
                 writer.write(draw_faces(rgb, faces, boxes=model.needs_detector))
-        if not frames:
+        if n == 0:
             raise UserError(f"video {path}: no frame could be decoded")
+        json_file.write("\n]}\n")
         writer.close()
     seconds = time.perf_counter() - started
-    write_json({"video": str(path), "fps": float(fps), "frames": frames}, out / f"{stem}.json")
-    with_faces = sum(1 for f in frames if f["faces"])
-    print(f"{path}: {len(frames)} frames, faces in {with_faces}, detector on {tracker.detections}; "
-          f"{len(frames) / seconds:.1f} frames/s", file=sys.stderr)
-    entry = {"frames": len(frames), "fps": float(fps), "frames_with_faces": with_faces,
-             "detector_runs": tracker.detections, "frames_per_second_processed": round(len(frames) / seconds, 2),
-             "landmarks_json": f"{stem}.json", "landmarks_csv": f"{stem}.csv"}
+    print(f"{path}: {n} frames, faces in {with_faces}, detector on {tracker.detections}; {n / seconds:.1f} frames/s",
+          file=sys.stderr)
+    entry = {"frames": n, "fps": float(fps), "frames_with_faces": with_faces, "detector_runs": tracker.detections,
+             "frames_per_second_processed": round(n / seconds, 2), "landmarks_json": f"{stem}.json",
+             "landmarks_csv": f"{stem}.csv"}
     return {**entry, "overlay": overlay} if draw else entry
