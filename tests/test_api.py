@@ -116,7 +116,7 @@ def test_load_refuses_unknown_names_and_bad_devices(blocks_ckpt):
     import sslandmarks
     from sslandmarks.errors import UserError
 
-    with pytest.raises(UserError, match="neither a checkpoint file nor a bundled model name"):
+    with pytest.raises(UserError, match="does not exist, nor is it a bundled model's name"):
         sslandmarks.load("no-such-model")
     with pytest.raises(UserError, match="device"):
         sslandmarks.load(blocks_ckpt, device="tpu")
@@ -231,6 +231,9 @@ def test_checkpoint_accepts_names_and_config_accepts_packaged_names(blocks_ckpt,
     assert main(["train", "--config", "nope.yaml", "--out", str(tmp_path / "r2")]) == 2
     if "face68" in pretrained.available():
         assert resolve("face68", None) == resolve(None, "face68")
+        from sslandmarks.checkpoint import model_from_checkpoint
+
+        assert model_from_checkpoint("face68")[1].model.num_landmarks == 68  # names work inside too
     (tmp_path / "face68").write_bytes(blocks_ckpt.read_bytes())  # a file of that name wins
     assert resolve("face68", None) == "face68"
 

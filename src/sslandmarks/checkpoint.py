@@ -58,13 +58,17 @@ def _check_archive(p: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint with ``weights_only=True``: pickled objects are refused and nothing in them runs.
+    """Load a checkpoint (a file, or a bundled model's name) with ``weights_only=True``: pickled objects are
+    refused and nothing in them runs.
 
     The archive is checked first (:func:`_check_archive`) and its tensors are memory-mapped, not read: a
     hostile file can neither run code nor claim more memory than its own size."""
     p = Path(path)
+    if not p.is_file() and str(path) in PRETRAINED:  # a bundled model's name
+        p = pretrained_path(str(path))
     if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} does not exist: pass RUN_DIR/checkpoints/best.ckpt")
+        raise UserError(f"checkpoint {str(p)!r} does not exist: pass RUN_DIR/checkpoints/best.ckpt or a bundled "
+                        "model's name")
     _check_archive(p)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True, mmap=True)

@@ -49,7 +49,7 @@ def checkpoint_path(name_or_path: str) -> str:
     """A checkpoint file as given, or a bundled model's by name (a file of that name wins)."""
     if Path(name_or_path).is_file() or name_or_path not in PRETRAINED:
         if not Path(name_or_path).is_file():
-            raise UserError(f"{name_or_path!r} is neither a checkpoint file nor a bundled model name "
+            raise UserError(f"checkpoint {name_or_path!r} does not exist, nor is it a bundled model's name "
                             f"({', '.join(available()) or 'none bundled'}; `sslandmarks models` lists them)")
         return name_or_path
     return str(pretrained_path(name_or_path))
