@@ -30,6 +30,9 @@ OVERRIDES = [
     # float64, so that summation order (which differs between 1 and 2 processes, and between CPUs) costs
     # ~1e-16 relative instead of ~1e-7: see the bound in test_distributed.py
     "train.precision=64-true",
+    # the learning rate the bound in test_distributed.py was set for (blocks.yaml's peak went to 3e-3 in e699d48,
+    # which lifts the bound to 1.7e-5, over the 1e-5 that keeps it far below per-rank BatchNorm's 4e-3)
+    "train.lr=0.001",
 ]
 
 if __name__ == "__main__":
