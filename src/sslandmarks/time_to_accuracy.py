@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sslandmarks.config import CONFIGS
+from sslandmarks.config import CONFIGS, load_config
 from sslandmarks.errors import UserError
 
 
@@ -106,8 +106,8 @@ def _launch(workload: Workload, side: str, out: Path, threads: int, configs: Pat
     cmd = [sys.executable, "-m", "sslandmarks", "train", "--config", str(configs / workload.config),
            "--out", str(out), "--quiet", *[a for s in sets for a in ("--set", s)]]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    log = open(out.parent / f"{out.name}.stderr", "w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(out.parent / f"{out.name}.stderr", "w") as log:  # the child keeps its own copy of the handle
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_time_to_accuracy(out: str | Path, workloads: list[str] | None = None, threads: int = 1,
@@ -122,6 +122,10 @@ def run_time_to_accuracy(out: str | Path, workloads: list[str] | None = None, th
     results: dict = {"machine": {**machine(), "threads_per_side": threads}, "workloads": {}}
     for name in names:
         w = WORKLOADS[name]
+        missing = [p for p in load_config((configs or CONFIGS) / w.config).data.train_path if not Path(p).exists()]
+        if w.needs_shared_data and missing:
+            raise UserError(f"workload {name} needs the real data: {missing[0]} does not exist (run from the project "
+                            "root, next to ../shared/data), or choose --workloads blocks")
         runs = {side: out / name / side for side in sides}
         for run in runs.values():
             if run.exists():
@@ -137,7 +141,8 @@ def run_time_to_accuracy(out: str | Path, workloads: list[str] | None = None, th
             raise RuntimeError(f"workload {name}: the {failed[0]} run failed; see {runs[failed[0]]}.stderr")
         entry = {side: time_to_target(read_curve(run / "log.csv", w.column), w.target) for side, run in runs.items()}
         entry.update({"target": w.target, "unit": w.unit, "config": w.config, "sets": list(w.sets),
-                      "baseline_sets": list(w.baseline), "wall_seconds": round(time.time() - t0, 1)})
+                      "baseline_sets": list(w.baseline),
+                      "today_sets": list(w.today), "wall_seconds": round(time.time() - t0, 1)})
         b, t = entry.get("baseline", {}), entry.get("today", {})
         if b.get("seconds_to_target") and t.get("seconds_to_target"):
             entry["speedup"] = b["seconds_to_target"] / t["seconds_to_target"]
