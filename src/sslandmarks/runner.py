@@ -111,24 +111,27 @@ def cell_state(run: Path, expected: Config) -> tuple[str, list[str]]:
     return ("done" if done else "resume" if ckpt else "restart"), diff
 
 
-def plan_cells(cells_: list[tuple[Row, float, int]], out: Path, config_of, fresh: bool) -> list[tuple[Row, float, int]]:
-    """The cells to train. A finished cell is reused only when the config it recorded is the one asked for
-    now; otherwise the request is refused (``fresh``: such cells are removed and retrained). Cut-off cells
-    without a checkpoint start again; checkpointed ones resume."""
-    states = [(c, *cell_state(cell_dir(out, *c), config_of(*c))) for c in cells_]
-    clashes = [f"{cell_dir(out, *c)}: {', '.join(d[:4])}{' ...' if len(d) > 4 else ''}"
-               for c, state, d in states if state == "clash"]
-    if clashes and not fresh:
+def refuse_clashes(cells_: list[tuple[Row, float, int]], out: Path, config_of) -> None:
+    """A table never mixes protocols: refuse when a cell was finished or checkpointed under another config."""
+    clashes = [f"{cell_dir(out, *c)}: {', '.join(d[:4])}{' ...' if len(d) > 4 else ''}" for c in cells_
+               for state, d in [cell_state(cell_dir(out, *c), config_of(*c))] if state == "clash"]
+    if clashes:
         raise UserError(f"{len(clashes)} cell(s) in {out} were trained with another config, e.g. {clashes[0]}; "
                         "rerun with the same --protocol/--set, or pass --fresh to retrain them")
-    for c, state, _ in states:
+
+
+def plan_cells(cells_: list[tuple[Row, float, int]], out: Path, config_of) -> list[tuple[Row, float, int]]:
+    """The cells to train: cells of another config (left only with ``--fresh``) and cut-off cells without a
+    checkpoint are removed and start again; checkpointed ones resume; finished and busy ones are left."""
+    states = [(c, cell_state(cell_dir(out, *c), config_of(*c))[0]) for c in cells_]
+    for c, state in states:
         if state in ("clash", "restart"):
             shutil.rmtree(cell_dir(out, *c))
-    busy = [c for c, state, _ in states if state == "busy"]
+    busy = [c for c, state in states if state == "busy"]
     if busy:
         print(f"{len(busy)} cell(s) are being trained by another process, e.g. {cell_dir(out, *busy[0])}: "
               "left to it", file=sys.stderr)
-    return [c for c, state, _ in states if state not in ("done", "busy")]
+    return [c for c, state in states if state not in ("done", "busy")]
 
 
 _SPLITS: dict[str, Splits] = {}  # loaded datasets, shared by the cells a process runs
@@ -224,17 +227,13 @@ def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool 
         return cell_config(table, row, pct, seed, quick, extra, proto)
 
     t0 = time.time()
-    if not fresh:  # a table never mixes protocols: the cells outside the selection are checked too
-        other = [c for c in cells(table, plan) if c not in cells(table, plan, fractions, models)]
-        clash = next((c for c in other if cell_state(cell_dir(out, *c), config_of(*c))[0] == "clash"), None)
-        if clash:
-            raise UserError(f"{cell_dir(out, *clash)} was trained with another config: rerun with the same "
-                            "--protocol/--set, or pass --fresh to retrain such cells")
+    if not fresh and not report_only:  # the cells outside the selection are checked too
+        refuse_clashes(cells(table, plan), out, config_of)
     # seed 0 of every cell first, then the further seeds: a grid stopped early still has every cell once
     selected = sorted(cells(table, plan, fractions, models), key=lambda c: (c[2], table.fractions.index(c[1])))
     todo = [] if report_only else [
         (name, protocol, table.rows.index(row), pct, seed, quick, extra, cell_dir(out, row, pct, seed))
-        for row, pct, seed in plan_cells(selected, out, config_of, fresh)]
+        for row, pct, seed in plan_cells(selected, out, config_of)]
     bar = tqdm(total=len(todo), desc=name, unit="run", disable=not progress)
     if jobs == 1:
         for args in todo:
