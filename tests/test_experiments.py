@@ -99,6 +99,19 @@ def test_cpu_protocol_of_blocks_has_its_seeds_and_recipe():
     assert cfg.train.steps == 7  # --set wins over the protocol
 
 
+def test_a_protocol_may_train_some_rows_and_columns_only():
+    """``Protocol.rows`` / ``fractions`` restrict the grid and the table (an issue may ask for fewer rows)."""
+    from sslandmarks.tables import Protocol, under
+
+    proto = Protocol(seeds={5.0: 2}, rows=("Seq-MT (L)", "Seq-MT (L+ELT)"), fractions=(5.0, 100.0))
+    table = under(BLOCKS_TABLE1, proto)
+    assert [r.name for r in table.rows] == ["Seq-MT (L)", "Seq-MT (L+ELT)"] and table.fractions == (5.0, 100.0)
+    grid = [(r.name, p, s) for r, p, s in cells(table, proto)]
+    assert grid == [("Seq-MT (L)", 5.0, 0), ("Seq-MT (L)", 5.0, 1), ("Seq-MT (L)", 100.0, 0),
+                    ("Seq-MT (L+ELT)", 5.0, 0), ("Seq-MT (L+ELT)", 5.0, 1)]  # no ELT row at 100 %
+    assert under(BLOCKS_TABLE1, Protocol()) == BLOCKS_TABLE1
+
+
 def test_a_cell_is_reused_only_under_the_same_config(tiny_grid, tmp_path, capsys):
     """A finished cell trained under other settings is refused (not silently reused), --fresh retrains it,
     and a cell cut off without a checkpoint (as a committed result folder keeps it) starts again."""

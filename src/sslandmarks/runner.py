@@ -38,7 +38,7 @@ from sslandmarks.inference import predict_all
 from sslandmarks.models import check_config, model_entry
 from sslandmarks.outputs import RunDirBusy, run_dir_busy
 from sslandmarks.report import collect, write_outputs
-from sslandmarks.tables import PAPER, TABLES, Protocol, Row, Table, cell_dir, cells
+from sslandmarks.tables import PAPER, TABLES, Protocol, Row, Table, cell_dir, cells, under
 from sslandmarks.train import fit
 from sslandmarks.viz import prediction_grid
 
@@ -152,7 +152,7 @@ def _run_cell(table_name: str, protocol: str, row_index: int, pct: float, seed: 
     """Train one cell (resuming an interrupted one); runs in this process or in a worker process."""
     if threads:
         torch.set_num_threads(threads)
-    table = TABLES[table_name]
+    table = under(TABLES[table_name], TABLES[table_name].protocols[protocol])
     row = table.rows[row_index]
     cfg = cell_config(table, row, pct, seed, quick, extra, table.protocols[protocol])
     name = f"{row.name} {pct:g}% seed {seed}"
@@ -187,6 +187,7 @@ def _check_request(name: str, protocol: str | None, seeds: int | None, jobs: int
     protocol = protocol or next(iter(table.protocols))
     if protocol not in table.protocols:
         raise UserError(f"--protocol {protocol!r}: {name} has the protocols {', '.join(table.protocols)}")
+    table = under(table, table.protocols[protocol])  # the rows and columns this protocol trains
     if seeds is not None and not 1 <= seeds <= 100:
         raise UserError(f"--seeds {seeds}: give a number of seeds between 1 and 100")
     if not 1 <= jobs <= 64:

@@ -7,7 +7,7 @@ writes the aggregate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -28,6 +28,8 @@ class Protocol:
     overrides: dict = field(default_factory=dict)
     seeds: int | dict[float, int] = 5
     note: str = ""  # said in table.md: what was scaled down, and why
+    rows: tuple[str, ...] = ()  # the rows this protocol trains (row names); () = every row of the table
+    fractions: tuple[float, ...] = ()  # the labelled % columns it trains; () = every column
 
     def seeds_at(self, pct: float) -> int:
         return self.seeds if isinstance(self.seeds, int) else self.seeds.get(pct, 1)
@@ -54,6 +56,13 @@ class Table:
     @property
     def has_paper(self) -> bool:
         return any(row.paper for row in self.rows)
+
+
+def under(table: Table, protocol: Protocol) -> Table:
+    """``table`` as ``protocol`` trains it: only the protocol's rows and columns (all when it names none)."""
+    rows = tuple(r for r in table.rows if not protocol.rows or r.name in protocol.rows)
+    fractions = tuple(f for f in table.fractions if not protocol.fractions or f in protocol.fractions)
+    return replace(table, rows=rows, fractions=fractions)
 
 
 def _row(name: str, config: str, variant: str, paper: list[float | None], fractions,

@@ -250,6 +250,10 @@ class Batches:
         lab_idx, unl_idx = torch.nonzero(labelled)[:, 0], torch.nonzero(~labelled)[:, 0]
         if "L" in terms and len(lab_idx) == 0:
             raise UserError("no training image keeps its landmarks: raise data.labelled_pct")
+        if "ELT" in terms and cfg.loss.elt_on == "unlabelled" and len(unl_idx) == 0:
+            raise UserError(f"loss.variant={cfg.loss.variant} warps images without landmarks "
+                            f"(loss.elt_on=unlabelled), but data.labelled_pct={cfg.data.labelled_pct:g} leaves none: "
+                            "lower data.labelled_pct, or set loss.elt_on=all")
         self.streams = [IndexStream(lab_idx, tc.batch_labelled if "L" in terms else 0, tc.seed),
                         IndexStream(unl_idx, tc.batch_unlabelled if terms & {"A", "ELT"} else 0, tc.seed + 1)]
         self.steps_per_epoch = max(math.ceil(len(s) / s.batch) for s in self.streams if s.batch and len(s))
