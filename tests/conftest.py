@@ -19,7 +19,9 @@ torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parents[1]  # the project: configs/, src/, tests/
 SHARED_DATA = ROOT.parent / "shared" / "data"  # the real datasets, beside the project (optional)
 BLOCKS = str(ROOT / "configs" / "blocks.yaml")
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+# subprocesses run with the thread count of this process (set above), whatever the caller's OMP_NUM_THREADS:
+# a run killed in a subprocess and resumed here must take the same arithmetic path to be bit-identical
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "2"}
 
 requires_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA} (../shared/data)"

@@ -321,3 +321,16 @@ def test_report_only_trains_nothing_and_aggregates_what_is_there(tiny_grid, tmp_
                  "--seeds", "1", *sets(TINY)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (src / "runs").rglob("*") if p.is_file()} == before
     assert sum(r["seeds"] == "1" for r in csv.DictReader(open(src / "table.csv"))) == 8 + 6
+
+
+def test_publish_copies_the_aggregate_under_the_tables_name(tiny_grid, tmp_path):
+    """``--publish DIR``: DIR/blocks_table1.csv equals table.csv, the .md links the published plot."""
+    src, _ = tiny_grid
+    dest = tmp_path / "results"
+    assert main(["reproduce", "blocks-table1", "--out", str(src), "--report-only", "--quiet", "--protocol", "paper",
+                 "--seeds", "1", "--publish", str(dest), *sets(TINY)]) == 0
+    assert (dest / "blocks_table1.csv").read_text() == (src / "table.csv").read_text()
+    assert (dest / "blocks_table1.png").read_bytes() == (src / "plot.png").read_bytes()
+    md = (dest / "blocks_table1.md").read_text()
+    assert md.startswith((src / "table.md").read_text()) and "](blocks_table1.png)" in md
+    assert main(["reproduce", "shapes-figure3", "--out", str(tmp_path / "s"), "--publish", str(dest)]) == 2

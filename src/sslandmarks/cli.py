@@ -124,6 +124,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from sslandmarks.runner import run_shapes_figure3, run_table
 
     ensure_writable_dir(args.out)
+    if args.publish:
+        if args.table in FIGURES:
+            raise UserError(f"--publish applies to tables, not to {args.table}")
+        ensure_writable_dir(args.publish)
     if args.table == "shapes-figure3":
         run_shapes_figure3(args.out, quick=args.quick, extra=args.set, progress=not args.quiet)
         print((Path(args.out) / "figure3.md").read_text())
@@ -134,6 +138,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
               jobs=args.jobs, fractions=args.fractions, models=args.models, protocol=args.protocol, fresh=args.fresh,
               report_only=args.report_only)
     print((Path(args.out) / "table.md").read_text())
+    if args.publish:
+        from sslandmarks.report import publish
+
+        written = publish(Path(args.out), Path(args.publish), args.table.replace("-", "_"))
+        print("published " + ", ".join(str(p) for p in written))
     extra = [f for f in ("accuracy.csv", "figure.png") if (Path(args.out) / f).is_file()]
     print(f"wrote {args.out}/table.csv, table.md, plot.png" + "".join(f", {f}" for f in extra))
     return 0
@@ -324,6 +333,8 @@ def _reproduce_args(sub) -> None:
     x.add_argument("--seeds", type=int, help="seeds per cell, in every column (default: the protocol's)")
     x.add_argument("--report-only", action="store_true",
                    help="train nothing: write table.csv/md and plot.png from the cells finished so far")
+    x.add_argument("--publish", metavar="DIR", help="also copy the aggregate to DIR as TABLE.csv, TABLE.md and "
+                   "TABLE.png (e.g. --publish results: results/blocks_table1.csv, .md, .png)")
     x.add_argument("--fresh", action="store_true",
                    help="retrain cells that were trained with another config (default: refuse to mix them)")
     x.add_argument("--quick", action="store_true", help="short runs: a smoke test of the whole grid, not a result")

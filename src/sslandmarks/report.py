@@ -9,10 +9,12 @@ import json
 import math
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import torch
 
+from sslandmarks.outputs import atomic_path
 from sslandmarks.tables import Protocol, Row, Table, cell_dir
 from sslandmarks.viz import table_plot
 
@@ -190,3 +192,26 @@ def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protoc
     _write_csvs(table, results, out)
     (out / "table.md").write_text("\n".join(_markdown(table, results, protocol, quick, seconds, extra)) + "\n")
     table_plot(results, table, out / "plot.png")
+
+
+def publish(out: Path, dest: Path, stem: str) -> list[Path]:
+    """Copy a table's aggregate from ``out`` to ``dest`` under one name: ``STEM.csv``, ``STEM.md`` (its image
+    links renamed to match), ``STEM.png`` (the plot), ``STEM_figure.png`` and ``STEM_metrics.csv`` /
+    ``STEM_accuracy.csv`` where they exist. Returns the files written."""
+    names = {"table.csv": f"{stem}.csv", "plot.png": f"{stem}.png", "figure.png": f"{stem}_figure.png",
+             "metrics.csv": f"{stem}_metrics.csv", "accuracy.csv": f"{stem}_accuracy.csv"}
+    written = []
+    for src, name in names.items():
+        if (out / src).is_file():
+            with atomic_path(dest / name) as tmp:
+                shutil.copyfile(out / src, tmp)
+            written.append(dest / name)
+    md = (out / "table.md").read_text()
+    for src in ("plot.png", "figure.png"):
+        md = md.replace(f"]({src})", f"]({names[src]})")
+    if (out / "plot.png").is_file() and f"]({stem}.png)" not in md:
+        md += f"\n![test error vs labelled %]({stem}.png)\n"
+    with atomic_path(dest / f"{stem}.md") as tmp:
+        tmp.write_text(md)
+    return [*written, dest / f"{stem}.md"]
+
