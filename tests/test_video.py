@@ -93,12 +93,12 @@ def test_tracker_redetects_a_lost_face():
     from sslandmarks.video import Tracker
 
     class Fake:  # a model whose tracking loses the face on the 3rd frame
-        needs_detector = True
+        needs_detector = has_detector = True
 
         def __init__(self):
             self.calls = []
 
-        def predict(self, rgb, min_score=0.0):
+        def predict(self, rgb, boxes=None, min_score=0.0):
             self.calls.append("detect")
             return [Face((10, 10, 50, 50), np.array([[12.0, 12.0], [48.0, 48.0]]), 1.0)]
 

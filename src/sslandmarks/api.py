@@ -9,8 +9,10 @@ faces[0].landmarks                            # (68, 2) numpy array, (x, y) in p
 
 Face models were trained on crops around faces, so :meth:`Landmarker.predict` first finds the faces with dlib's
 HOG detector (the ``detect`` extra) and crops each the way training crops were framed; ``boxes=`` gives the
-boxes instead, and ``detect=False`` takes the whole image as one face crop. Models trained on whole images
-(Shapes, Blocks) always see the whole image, resized. ``sslandmarks predict`` is built on this module.
+boxes instead, and ``detect=False`` takes the whole image as one face crop. Crop models without a detector (hands,
+and any layout other than a face's) crop from the ``boxes`` given, or from the whole image. Models trained on whole
+images (Shapes, Blocks) see the whole image resized, or each box's region resized. ``sslandmarks predict`` is
+built on this module.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sslandmarks.boxes import Box, check_box, check_inside
 from sslandmarks.checkpoint import model_from_checkpoint, pick_device
 from sslandmarks.config import Config
-from sslandmarks.data.detect import DETECT_PIXELS, box_to_crop, detect_faces, resize_transform
+from sslandmarks.data.detect import (
+    DETECT_PIXELS,
+    FACE_LAYOUTS,
+    box_to_crop,
+    detect_faces,
+    object_box_to_crop,
+    region_transform,
+)
 from sslandmarks.data.files import crop_image, crop_transform
 from sslandmarks.data.images import from_pil, read_image, with_channels
 from sslandmarks.errors import UserError
@@ -33,8 +43,6 @@ from sslandmarks.geometry import apply_points, invert
 from sslandmarks.inference import predict_all
 from sslandmarks.pretrained import checkpoint_path, uninformative_heads
 from sslandmarks.specs import mirror_perm
-
-Box = tuple[float, float, float, float]  # (left, top, right, bottom) in image pixels
 
 
 @dataclass
@@ -105,7 +113,13 @@ class Landmarker:
 
     def __repr__(self) -> str:
         return (f"Landmarker({self.source!r}: {self.num_landmarks} landmarks, input {self.input_size}, "
-                f"{'face crops from a detector' if self.needs_detector else 'whole images'})")
+                f"{self._inputs})")
+
+    @property
+    def _inputs(self) -> str:
+        if not self.needs_detector:
+            return "whole images"
+        return "face crops from a detector" if self.has_detector else "crops from the boxes given (no detector)"
 
     @property
     def num_landmarks(self) -> int:
@@ -117,33 +131,51 @@ class Landmarker:
 
     @property
     def needs_detector(self) -> bool:
-        """Trained on crops around faces (``data.name: files``): photos need a face detector (or boxes)."""
+        """Trained on crops around objects (``data.name: files``): photos need a box per object, from the face
+        detector (:attr:`has_detector`) or given; without either, the whole image is the box."""
         return self.cfg.data.name == "files"
+
+    @property
+    def has_detector(self) -> bool:
+        """A crop model of a face layout (``data.spec`` 300w-68, mtfl-5, aflw-19): dlib's face detector finds
+        the boxes. Other crop models (hands) take the boxes given, or the whole image."""
+        return self.needs_detector and self.cfg.data.spec in FACE_LAYOUTS
 
     def predict(self, image, detect: bool = True, boxes: Sequence[Box] | None = None, min_score: float = 0.0,
                 max_pixels: int = DETECT_PIXELS):
-        """The faces in ``image`` (a path, a PIL image or a numpy array), largest first; for a list of images
-        (or an ``(N, H, W, 3)`` array), one list of faces per image.
+        """The faces (objects) in ``image`` (a path, a PIL image or a numpy array), largest first; for a list
+        of images (or an ``(N, H, W, 3)`` array), one list of faces per image.
 
-        ``boxes``: face boxes ``(left, top, right, bottom)`` framed like the detector's, instead of detecting;
-        ``detect=False``: ``image`` is a face crop already (the whole image is the face); ``min_score``: drop
-        detections scoring below it (dlib's SVM margin; 0 is dlib's own threshold); ``max_pixels``: larger
-        photos are shrunk for the detector (boxes are mapped back). Models trained on whole images ignore
-        ``detect``, ``boxes`` and ``min_score``."""
+        ``boxes``: ``(left, top, right, bottom)`` in image pixels, one per object, instead of detecting (the same
+        boxes for every image of a list): for a face model framed like the detector's box, for a crop model
+        without a detector drawn around the object, for a whole-image model the region it sees (resized). No
+        ``boxes``: a face model runs the detector, a crop model without one and a whole-image model take the
+        whole image ``(0, 0, W, H)`` as the box. ``detect=False``: ``image`` is a crop already (resized to the
+        input). ``min_score``: drop detections scoring below it (dlib's SVM margin; 0 is dlib's own threshold);
+        ``max_pixels``: larger photos are shrunk for the detector (boxes are mapped back)."""
         if _is_batch(image):
             return [self.predict(im, detect, boxes, min_score, max_pixels) for im in image]
         rgb = as_rgb(image)
         h, w = rgb.shape[:2]
-        size = self.input_size
-        if not self.needs_detector or (boxes is None and not detect):
-            return self._faces(rgb, [resize_transform(h, w, size)], [(0.0, 0.0, float(w), float(h))], [None])
-        if boxes is None:
-            found = detect_faces(rgb, min_score, max_pixels)
-            boxes, scores = [b for b, _ in found], [s for _, s in found]
-        else:
-            boxes, scores = [_box(b) for b in boxes], [None] * len(boxes)
-        m = self.cfg.data
-        return self._faces(rgb, [box_to_crop(b, size, m.crop_margin, m.spec) for b in boxes], boxes, scores)
+        whole = (0.0, 0.0, float(w), float(h))
+        if boxes is not None:
+            boxes = [check_inside(check_box(b), w, h) for b in boxes]
+            return self._faces(rgb, [self._crop(b) for b in boxes], boxes, [None] * len(boxes))
+        if self.needs_detector and not detect:  # a crop already: resized, as a whole-image model's input
+            return self._faces(rgb, [region_transform(whole, self.input_size)], [whole], [None])
+        if not self.has_detector:
+            return self._faces(rgb, [self._crop(whole)], [whole], [None])
+        found = detect_faces(rgb, min_score, max_pixels)
+        return self._faces(rgb, [self._crop(b) for b, _ in found], [b for b, _ in found], [s for _, s in found])
+
+    def _crop(self, box: Box) -> torch.Tensor:
+        """The 3x3 image -> input transform for ``box``, as this model's training framed its inputs."""
+        m, size = self.cfg.data, self.input_size
+        if not self.needs_detector:
+            return region_transform(box, size)
+        if self.has_detector:
+            return box_to_crop(box, size, m.crop_margin, m.spec)
+        return object_box_to_crop(box, size, m.crop_margin)
 
     def track(self, image, faces: Sequence[Face]) -> list[Face]:
         """The same faces in a new frame (video): each cropped from the box around its previous landmarks,
@@ -188,13 +220,6 @@ class Landmarker:
             else:
                 attrs[head.name] = [float(x) for x in v] if v.shape[-1] > 1 else float(v[0])
         return attrs, probs
-
-
-def _box(b) -> Box:
-    box = tuple(float(v) for v in b)
-    if len(box) != 4 or not all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-        raise UserError(f"a box is (left, top, right, bottom) with right > left and bottom > top, got {b!r}")
-    return box
 
 
 def load(name_or_path: str | Path, device: str = "cpu", threads: int | None = None,

@@ -22,6 +22,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error on one line (exit 2) instead of usage + message."""
 
     def error(self, message: str):  # type: ignore[override]
+        if "--box: expected one argument" in message:  # argparse takes "-5,0,90,80" for an option
+            message += "; a box whose first value is negative is written --box=-5,0,90,80"
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
@@ -102,12 +104,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from sslandmarks.boxes import parse_box
     from sslandmarks.predict import predict_files
 
+    box = parse_box(args.box) if args.box is not None else None  # before the model loads: a typo fails at once
     video = {"every": args.detect_every, "smooth": args.smooth, "draw": not args.no_video}
     n = predict_files(resolve(args.checkpoint, args.model), args.images, args.out, progress=_progress(args),
                       min_score=args.min_score, threads=args.threads, device=args.device,
-                      all_attributes=args.all_attributes, video=video)
+                      all_attributes=args.all_attributes, video=video, box=box, boxes_file=args.boxes)
     print(f"wrote landmarks of {n} file(s) to {args.out}/predictions.json")
     return 0
 
@@ -265,7 +269,10 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
 def _predict_args(sub) -> None:
     r = sub.add_parser("predict", help="predict landmarks on image and video files",
                        description="Face models (trained on crops) find faces with dlib's HOG detector (the "
-                       "'detect' extra) and predict on each; whole-image models see the image resized. Writes "
+                       "'detect' extra) and predict on each; --box or --boxes gives the boxes instead. Models "
+                       "without a detector (hands, any crop model whose layout is not a face's) need a box: "
+                       "without one, the whole image is the box. Whole-image models see the image (or the "
+                       "box) resized. Writes "
                        "predictions.json (landmarks in image pixels, detector scores) and one overlay PNG per photo "
                        "with a face; a video (.mp4, .mov, .avi, .mkv, .webm; the 'video' extra) gets NAME.json and "
                        "NAME.csv (landmarks per frame) and NAME_landmarks.mp4. A rerun into the same --out replaces "
@@ -273,13 +280,23 @@ def _predict_args(sub) -> None:
     _model_args(r)
     r.add_argument("images", nargs="+", help="image or video files, or folders of them")
     r.add_argument("--out", required=True, help="output folder")
+    b = r.add_mutually_exclusive_group()
+    b.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                   help="one box (left, top, right, bottom in pixels of the image as displayed) for every input, "
+                   "instead of the detector: for a face model framed like the detector's face box, for a model "
+                   "without a detector (a hand model) drawn around the object; on a video, the box in the first "
+                   "frame (a lost track restarts from it). Negative values: --box=-5,0,120,90")
+    b.add_argument("--boxes", metavar="FILE.json",
+                   help='boxes per image: {"a.jpg": [[x0, y0, x1, y1], ...], ...}, each image named by its path '
+                   "as given (photos/a.jpg) or its basename; [] means no object. Inputs without an entry get the "
+                   "detector (or the whole image); names that match no input are reported and ignored")
     r.add_argument("--min-score", type=float, default=0.0, help="drop detections scoring below this (dlib's SVM "
                    "margin: 0 is its own threshold, real faces mostly score over 0.5; negative finds more)")
     r.add_argument("--all-attributes", action="store_true",
                    help="also report attribute heads the model card marks as uninformative (hidden by default)")
     r.add_argument("--detect-every", type=_positive(int), default=10, metavar="N",
                    help="video: run the detector every N frames (and when a track is lost); in between, faces are "
-                   "tracked from their landmarks")
+                   "tracked from their landmarks (with --box/--boxes or no detector, only a lost track restarts)")
     r.add_argument("--smooth", type=float, default=0.0, metavar="W",
                    help="video: smooth landmarks over frames, W in [0, 1) the weight of the past (default 0: off)")
     r.add_argument("--no-video", action="store_true", help="video: landmarks only, no annotated video")

@@ -3,7 +3,9 @@
 A face model needs a face box per frame. The detector runs on the first frame, every ``every`` frames, and
 whenever a track is lost; in between, each face is cropped from the box around its landmarks in the previous
 frame (:meth:`~sslandmarks.api.Landmarker.track`), which is how training crops were framed, so no detector
-runs. Faces keep an ``id`` across frames (a new detection takes the id of the track it overlaps). With
+runs. With boxes given (``--box``, ``--boxes``), or for a model without a detector, the boxes (or the whole
+frame) take the detector's place: they start the tracks on the first frame and restart a track when it is lost.
+Faces keep an ``id`` across frames (a new detection takes the id of the track it overlaps). With
 ``smooth`` > 0 the written landmarks are an exponential moving average over frames (``smooth`` is the weight
 of the past; tracking itself uses the unsmoothed landmarks).
 
@@ -27,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sslandmarks.api import Face, Landmarker
+from sslandmarks.boxes import Box
 from sslandmarks.data.detect import iou
 from sslandmarks.errors import UserError
 from sslandmarks.outputs import atomic_path
@@ -71,14 +74,18 @@ def _follow(box, old: np.ndarray, new: np.ndarray):
 
 class Tracker:
     """Faces from frame to frame: detect, then track from landmarks, re-detecting every ``every`` frames or
-    when a track is lost; ids follow faces, and landmarks are smoothed per id."""
+    when a track is lost; ids follow faces, and landmarks are smoothed per id. With ``boxes`` (or a model
+    without a detector), the boxes (or the whole frame) restart the tracks, only when one is lost."""
 
-    def __init__(self, model: Landmarker, every: int = 10, smooth: float = 0.0, min_score: float = 0.0) -> None:
+    def __init__(self, model: Landmarker, every: int = 10, smooth: float = 0.0, min_score: float = 0.0,
+                 boxes: list[Box] | None = None) -> None:
         if every < 1:
             raise UserError(f"--detect-every {every}: give 1 or more")
         if not 0.0 <= smooth < 1.0:
             raise UserError(f"--smooth {smooth}: give a weight in [0, 1) (0: no smoothing)")
         self.model, self.every, self.smooth, self.min_score = model, every, smooth, min_score
+        self.boxes = boxes
+        self.fixed = boxes is not None or not model.has_detector  # nothing to re-detect: boxes are fixed
         self.faces: list[Face] = []  # the previous frame's faces, unsmoothed
         self.ids: list[int] = []
         self.smoothed: dict[int, np.ndarray] = {}
@@ -87,14 +94,14 @@ class Tracker:
     def step(self, rgb: np.ndarray) -> list[tuple[int, Face, bool]]:
         """``[(id, face, detected), ...]`` for one frame; ``face.landmarks`` smoothed."""
         h, w = rgb.shape[:2]
-        detected = not self.faces or self.since >= self.every or not self.model.needs_detector
+        detected = not self.faces or not self.model.needs_detector or (not self.fixed and self.since >= self.every)
         if not detected:
             faces = self.model.track(rgb, self.faces)
             faces = [Face(_follow(f.box, old.landmarks, f.landmarks), f.landmarks, f.score, f.attributes,
                           f.probabilities) for f, old in zip(faces, self.faces)]
             detected = any(_lost(f, w, h) for f in faces)
         if detected:
-            faces = self.model.predict(rgb, min_score=self.min_score)
+            faces = self.model.predict(rgb, boxes=self.boxes, min_score=self.min_score)
             self.ids = self._match(faces)
             self.since, self.detections = 0, self.detections + 1
         self.since += 1
@@ -151,6 +158,19 @@ class _Writer:
             self.container.close()
 
 
+def video_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the first video stream's frames, read from the container (nothing decoded)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UserError(f"{path}: no video stream in this file")
+            stream = container.streams.video[0]
+            return stream.codec_context.width, stream.codec_context.height
+    except (av.error.FFmpegError, OSError) as e:
+        raise UserError(f"video {path} is unreadable ({e})") from None
+
+
 def _frames(av, path: Path):
     """``(frames per second, frame count or None, iterator of (rgb, seconds))`` of the first video stream."""
     try:
@@ -174,12 +194,14 @@ def _frames(av, path: Path):
 
 
 def predict_video(model: Landmarker, path: Path, out: Path, stem: str, overlay: str, min_score: float = 0.0,
-                  progress: bool = True, every: int = 10, smooth: float = 0.0, draw: bool = True) -> dict:
+                  progress: bool = True, every: int = 10, smooth: float = 0.0, draw: bool = True,
+                  boxes: list[Box] | None = None) -> dict:
     """Write ``out/<stem>.json`` (per frame: ``frame``, ``time`` in seconds, ``faces`` with ``id``, ``detected``
     and the fields of a photo's faces), ``out/<stem>.csv`` (``frame, time, face, point, x, y``) and, with
-    ``draw``, ``out/<overlay>`` (the annotated video). Returns the entry for ``predictions.json``."""
+    ``draw``, ``out/<overlay>`` (the annotated video). ``boxes``: the objects' boxes in the first frame, instead
+    of the detector. Returns the entry for ``predictions.json``."""
     av = _av()
-    tracker = Tracker(model, every, smooth, min_score)
+    tracker = Tracker(model, every, smooth, min_score, boxes)
     fps, total, decoded = _frames(av, path)
     n, with_faces, started = 0, 0, time.perf_counter()
     video_file = atomic_path(out / overlay) if draw else contextlib.nullcontext(None)
@@ -198,7 +220,7 @@ def predict_video(model: Landmarker, path: Path, out: Path, stem: str, overlay: 
                 rows.writerows([n - 1, round(t, 4), f["id"], k, round(x, 3), round(y, 3)]
                                for k, (x, y) in enumerate(f["landmarks"]))
             if draw:
-                writer.write(draw_faces(rgb, faces, boxes=model.needs_detector))
+                writer.write(draw_faces(rgb, faces, boxes=model.needs_detector or boxes is not None))
         if n == 0:
             raise UserError(f"video {path}: no frame could be decoded")
         json_file.write("\n]}\n")

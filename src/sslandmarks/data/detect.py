@@ -35,6 +35,11 @@ DETECTOR_BOXES: dict[str, tuple[float, float, float]] = {
     "mtfl-5": (0.008, 0.019, 0.489),
 }
 
+# The layouts whose models find their objects with dlib's face detector. A model of another layout (hands:
+# hand-21, hgr1-25) or of none (no data.spec, as in hands.yaml and multipie.yaml) has no detector: it takes
+# the boxes given, or the whole image.
+FACE_LAYOUTS = (*DETECTOR_BOXES, "aflw-19")
+
 Box = tuple[int, int, int, int]  # (left, top, right, bottom) in photo pixels
 
 
@@ -88,13 +93,23 @@ def box_to_crop(box: Box, size: tuple[int, int], margin: float, layout: str | No
     return torch.from_numpy(crop_transform(corners, size, margin)).float()
 
 
-def resize_transform(h: int, w: int, size: tuple[int, int]) -> torch.Tensor:
-    """3x3 transform from an ``h x w`` image to the whole image resized to ``size = (H, W)`` (pixel centres
-    map to pixel centres: ``x_in = (x + 0.5) * W / w - 0.5``)."""
+def region_transform(box, size: tuple[int, int]) -> torch.Tensor:
+    """3x3 transform from an image to its region ``box = (x0, y0, x1, y1)`` resized to ``size = (H, W)``,
+    where ``(0, 0, w, h)`` is the whole ``h x w`` image (resized whole, pixel centres map to pixel centres:
+    ``x_in = (x + 0.5) * W / w - 0.5``); in general ``x_in = (x - x0 + 0.5) * W / (x1 - x0) - 0.5``."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    sx, sy = size[1] / (x1 - x0), size[0] / (y1 - y0)
     t = torch.eye(3)
-    t[0, 0], t[1, 1] = size[1] / w, size[0] / h
-    t[:2, 2] = torch.tensor([size[1] / w, size[0] / h]) * 0.5 - 0.5
+    t[0, 0], t[1, 1] = sx, sy
+    t[:2, 2] = torch.tensor([(0.5 - x0) * sx - 0.5, (0.5 - y0) * sy - 0.5])
     return t
+
+
+def object_box_to_crop(box, size: tuple[int, int], margin: float) -> torch.Tensor:
+    """3x3 photo -> input transform for a box drawn around the object (a hand), cropped as training crops
+    were framed around the object's landmarks: the square box around it, enlarged by ``margin`` per side."""
+    corners = np.array([[box[0], box[1]], [box[2], box[3]]], dtype=np.float64)
+    return torch.from_numpy(crop_transform(corners, size, margin)).float()
 
 
 def iou(a, b) -> float:

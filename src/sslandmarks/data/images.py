@@ -55,6 +55,14 @@ def read_image(path: str | Path, channels: int) -> np.ndarray:
         raise DataError(f"image {p} is unreadable or truncated ({e})") from None
 
 
+def displayed_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file as displayed (EXIF orientation applied), from its header alone:
+    no pixels are decoded. Pillow's errors pass through (the caller names the file)."""
+    with Image.open(path) as im:
+        w, h = im.size
+        return (h, w) if im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+
+
 def from_pil(im: Image.Image, channels: int, name: str | Path = "image") -> np.ndarray:
     """``(H, W, channels)`` uint8 of a Pillow image by the rules above (EXIF orientation, modes); ``name``
     names it in errors."""
