@@ -112,6 +112,20 @@ def test_a_protocol_may_train_some_rows_and_columns_only():
     assert under(BLOCKS_TABLE1, Protocol()) == BLOCKS_TABLE1
 
 
+def test_hgr1_cpu_protocol_narrows_every_network_alike():
+    """The hands CPU protocol: width 16 for every row, the baselines' 1x1 layers too, and the issue's six rows."""
+    from sslandmarks.tables import HGR1_TABLE2, under
+
+    cpu = HGR1_TABLE2.protocols["cpu"]
+    table = under(HGR1_TABLE2, cpu)
+    assert [r.name for r in table.rows] == ["Seq-MT (L)", "Seq-MT (L+A)", "Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)",
+                                            "Comm-MT (L+A)", "Heatmap-MT (L+A)"]
+    assert len(cells(table, cpu)) == 2 * (3 + 3 + 1 + 1) + 4 * (3 + 3 + 1 + 1 + 1)  # ELT rows: no 100 %
+    for row in table.rows:
+        m = cell_config(table, row, 5.0, 1, False, None, cpu).model
+        assert m.width == 16 and all(w == 16 for w in m.pointwise), (row.name, m)
+
+
 def test_a_cell_is_reused_only_under_the_same_config(tiny_grid, tmp_path, capsys):
     """A finished cell trained under other settings is refused (not silently reused), --fresh retrains it,
     and a cell cut off without a checkpoint (as a committed result folder keeps it) starts again."""
@@ -231,7 +245,7 @@ def test_hgr1_table_with_generated_hands(tmp_path):
     assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds", "paper"]
     ran = {(r["model"], r["labelled_pct"]) for r in rows if r["seeds"] == "1"}
     assert ran == {("Seq-MT (L)", "5"), ("Seq-MT (L)", "50"), ("Seq-MT (L+ELT+A)", "5"), ("Seq-MT (L+ELT+A)", "50")}
-    assert len(rows) == 38 and float(next(r for r in rows if r["seeds"] == "1")["nme_mean"]) > 0
+    assert len(rows) == 6 * 5 - 2 and float(next(r for r in rows if r["seeds"] == "1")["nme_mean"]) > 0  # cpu rows
     acc = list(csv.DictReader(open(tmp_path / "out" / "accuracy.csv")))
     assert {r["model"] for r in acc} == {"Seq-MT (L+ELT+A)"}  # L has no gesture head to score
     assert [r["paper"] for r in acc] == ["74.64", "79.1"]

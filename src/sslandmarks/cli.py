@@ -344,9 +344,8 @@ def _reproduce_args(sub) -> None:
                        "writes table.csv, table.md (ours beside the paper) and plot.png into --out.")
     x.add_argument("table", choices=sorted([*TABLES, *FIGURES]))
     x.add_argument("--out", required=True)
-    x.add_argument("--protocol", help="how the cells train: blocks-table1 has 'cpu' (the default: sized for a 2-core "
-                   "CPU, as in results/blocks-table1) and 'paper' (the configs as they are, 5 seeds); other tables: "
-                   "'paper'")
+    x.add_argument("--protocol", help="how the cells train: 'cpu' (the default where a table has it: sized for a "
+                   "2-core CPU, as in results/) or 'paper' (the configs as they are, 5 seeds: a GPU's job)")
     x.add_argument("--seeds", type=int, help="seeds per cell, in every column (default: the protocol's)")
     x.add_argument("--report-only", action="store_true",
                    help="train nothing: write table.csv/md and plot.png from the cells finished so far")

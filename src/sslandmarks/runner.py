@@ -83,15 +83,17 @@ def _model_key(item: str) -> str | None:
 
 def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extra: list[str] | None = None,
                 protocol: Protocol = PAPER) -> Config:
-    """The config of one cell: the row's file and variant, the protocol's overrides, ``--set`` items (which
-    win over the protocol), its fraction and seed (and the table's short-run overrides with ``quick``). A
-    ``model.*`` item applies to the rows whose model reads that key (Seq-MT's ``depth`` means nothing to RCN+)."""
+    """The config of one cell: the row's file and variant, the protocol's overrides (those of every row, then
+    those of the row's config file), ``--set`` items (which win over the protocol), its fraction and seed (and
+    the table's short-run overrides with ``quick``). A ``model.*`` item applies to the rows whose model reads
+    that key (Seq-MT's ``depth`` means nothing to RCN+)."""
     items = [f"loss.variant={row.variant}", *(extra or [])]
     reads = model_entry(load_config(CONFIGS / row.config, items).model.name).reads
     cfg = load_config(CONFIGS / row.config, [f"loss.variant={row.variant}"])
     sets = parse_overrides([i for i in extra or [] if _model_key(i) in (None, *reads)])
     cell = {"data": {"labelled_pct": pct}, "train": {"seed": seed}}
-    return with_overrides(cfg, merge(merge(merge(protocol.overrides, sets), cell), table.quick if quick else {}))
+    chosen = merge(protocol.overrides, protocol.by_config.get(row.config, {}))
+    return with_overrides(cfg, merge(merge(merge(chosen, sets), cell), table.quick if quick else {}))
 
 
 def cell_state(run: Path, expected: Config) -> tuple[str, list[str]]:

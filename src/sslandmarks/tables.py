@@ -22,10 +22,12 @@ class Row:
 
 @dataclass(frozen=True)
 class Protocol:
-    """How every cell of a table is trained: ``overrides`` of each row's config (nested dict) and the number
+    """How every cell of a table is trained: ``overrides`` of each row's config (nested dict; ``by_config``:
+    further ones for the rows of one config file, e.g. the widths of a baseline's extra layers) and the number
     of seeds per labelled fraction (``seeds``: one count for every column, or labelled % -> count)."""
 
     overrides: dict = field(default_factory=dict)
+    by_config: dict[str, dict] = field(default_factory=dict)  # config file -> overrides of its rows only
     seeds: int | dict[float, int] = 5
     note: str = ""  # said in table.md: what was scaled down, and why
     rows: tuple[str, ...] = ()  # the rows this protocol trains (row names); () = every row of the table
@@ -110,6 +112,23 @@ BLOCKS_TABLE1 = Table(
 )
 REAL_DATA_QUICK = {"train": {"steps": 40, "eval_every": 20, "log_every": 20, "checkpoint_every": 20}}
 HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
+# The protocol of results/hgr1, sized for a 2-core CPU (at most 6 hours for the grid): Table S8's 9x9 stacks at
+# width 16 instead of 64 (Comm-MT's and Heatmap-MT's 1x1 layers too), so one L+ELT+A step of 16 + 32 hands costs
+# ~1/16 of the paper's; the recipe of the Blocks CPU protocol (Adam, 100 warm-up steps to lr 3e-3, cosine,
+# bfloat16 autocast), chosen on the validation subjects (id11, id12).
+HGR1_CPU = Protocol(
+    overrides={"model": {"width": 16},
+               "train": {"steps": 2000, "lr": 0.003, "warmup_steps": 100, "precision": "bf16-mixed",
+                         "eval_every": 250, "log_every": 50, "checkpoint_every": 250}},
+    by_config={"hgr1_commmt.yaml": {"model": {"pointwise": [16, 16]}},
+               "hgr1_heatmapmt.yaml": {"model": {"pointwise": [16, 16]}}},
+    seeds={5.0: 3, 10.0: 3, 20.0: 1, 50.0: 1, 100.0: 1},
+    rows=("Seq-MT (L)", "Seq-MT (L+A)", "Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)", "Comm-MT (L+A)", "Heatmap-MT (L+A)"),
+    note="CPU protocol: Table S8's networks at width 16 (the paper: 64), 2,000 steps of 16 labelled + 32 other "
+         "hands for every row (the best of 8 validation checkpoints on subjects id11 and id12), Adam with a 100-step "
+         "warm-up to lr 3e-3 then cosine decay, bfloat16 autocast; the six rows the CPU budget affords (Comm-MT and "
+         "Heatmap-MT with the gestures, as their (L+A) rows); 3 seeds at 5 and 10 %, 1 elsewhere.",
+)
 HGR1_TABLE2 = Table(
     rows=tuple(
         _row(n, c, v, p, HGR1_FRACTIONS, a)
@@ -134,6 +153,7 @@ HGR1_TABLE2 = Table(
     quick=REAL_DATA_QUICK,
     accuracy="gesture",
     compare=("Seq-MT (L)", "Seq-MT (L+ELT+A)", 5.0),
+    protocols={"cpu": HGR1_CPU, "paper": PAPER},
     note="The landmarks are **MediaPipe Hands' output (machine-made, not human annotation)**: the figures measure "
          "agreement with MediaPipe Hands on 21 points, normalised by the palm width (points 5-17). The paper's "
          "figures (in brackets) are on HGR1's 25 human-annotated points normalised by the wrist width, and the "
