@@ -259,3 +259,16 @@ def test_a_heatmap_model_cannot_learn_from_another_layout(tmp_path):
                        loss={"variant": "L+A"})
     with pytest.raises(UserError, match="data.extra_sources: rcn learns its landmarks from heatmaps"):
         check_run(cfg, tmp_path / "run", resume=False)
+
+
+def test_elt_on_unlabelled_faces_may_take_them_from_an_extra_source(tmp_path):
+    """All main faces labelled, an extra source of images only: ELT on unlabelled faces has those to warp."""
+    images_only = {"extra_sources": [{"format": "pts", "train_path": "b", "spec": "300w-68", "batch": 2,
+                                      "labelled": False}]}
+    cfg = mixed_config(tmp_path, data=images_only, loss={"variant": "L+ELT", "elt_on": "unlabelled"},
+                       train={"batch_unlabelled": 2})
+    batch, transforms = Batches(mix_sources(generated(8, 68), [generated(6, 68)], cfg), cfg, 0, 1).at(0)
+    assert batch.source.tolist() == [0] * 4 + [1] * 2 and transforms.shape == (6, 3, 3)
+    assert not batch.landmark_mask[4:].any()
+    with pytest.raises(UserError, match="leaves none"):
+        Batches(generated(8, 68), replace(cfg, data=replace(cfg.data, extra_sources=())), 0, 1)
