@@ -59,7 +59,7 @@ def main() -> int:
 
     state = load_checkpoint(args.run / "checkpoints" / "best.ckpt")
     model, cfg = model_from_checkpoint(args.run / "checkpoints" / "best.ckpt")
-    splits = load_splits(cfg)
+    splits = load_splits(cfg, extra=False)  # val and test only: extra sources are training faces
     val, mirror_note = evaluate_data(model, splits.val, cfg), ""
     if args.mirror:  # decided on the validation split only
         mirrored_cfg = replace(cfg, data=replace(cfg.data, test_flip=True))

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from sslandmarks.errors import UserError
+from sslandmarks.specs import POINT_MAPS, SPECS
 
 PRECISIONS = ("32-true", "bf16-mixed", "64-true", "auto")
 VARIANTS = ("L", "L+A", "L+ELT", "L+ELT+A", "A", "A+ELT")
@@ -31,6 +32,37 @@ class HeadConfig:
     classes: int = 2
     dims: int = 1
     labels: tuple[str, ...] = ()  # class names in index order, for data that names its classes
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """More training faces, in their own landmark layout, mixed into every step (``data.extra_sources``).
+
+    ``format`` and ``train_path`` as ``data.format``/``data.train_path``; ``spec`` is the layout of its
+    annotations: the main ``data.spec``, or one the model's points determine (``specs.POINT_MAPS``: MTFL's
+    5 points are means of 300-W points), which is then supervised through that fixed linear map of the
+    predicted points. ``batch`` of its faces join every step (global, like ``train.batch_labelled``);
+    ``weight`` is the landmark-loss weight of each of its points against a point of the main data;
+    ``labelled: false`` keeps only its images (for ELT) and attributes; ``attributes`` are the model heads
+    it labels (other heads take its faces as unlabelled)."""
+
+    format: str = ""
+    train_path: tuple[str, ...] = ()
+    spec: str = ""
+    batch: int = 0
+    weight: float = 1.0
+    labelled: bool = True
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BoxJitter:
+    """Training crops re-cut from a box moved by ``N(0, shift)`` of the landmark box side per axis ``(x, y)``
+    and scaled by ``exp(N(0, scale))``: the scatter of a face detector's boxes around the landmark box
+    (measured for dlib's by scripts/calibrate_dlib_box.py). Zeros: off."""
+
+    shift: tuple[float, float] = (0.0, 0.0)
+    scale: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +93,8 @@ class DataConfig:
     augment_translate: float = 0.0
     augment_flip: float = 0.0  # probability of a horizontal mirror (needs data.spec with a flip permutation)
     test_flip: bool = False  # evaluate/predict average each image's landmarks with its mirror image's
+    box_jitter: BoxJitter = field(default_factory=BoxJitter)  # crops as a face detector's boxes scatter
+    extra_sources: tuple[SourceConfig, ...] = ()  # more training faces (data.name: files), mixed into each step
 
 
 @dataclass(frozen=True)
@@ -159,6 +193,11 @@ def validate(cfg: Config) -> None:
         if getattr(getattr(cfg, section), name) < 0:
             raise UserError(f"{section}.{name}={getattr(getattr(cfg, section), name)} must be >= 0")
     _check_unlabelled(cfg)
+    _check_sources(cfg)
+    jitter = cfg.data.box_jitter
+    if min(*jitter.shift, jitter.scale) < 0:
+        raise UserError(f"data.box_jitter: shift {list(jitter.shift)} and scale {jitter.scale} are standard "
+                        "deviations: give values >= 0")
     for head in cfg.model.heads:
         if head.kind not in ("class", "regression"):
             raise UserError(f"model.heads: head {head.name!r} has kind {head.kind!r}: use 'class' or 'regression'")
@@ -174,6 +213,32 @@ def _check_unlabelled(cfg: Config) -> None:
     if ("L" not in terms or elt_unlabelled) and cfg.train.batch_unlabelled < 1:
         raise UserError(f"train.batch_unlabelled=0, but loss.variant={loss.variant} learns from images without "
                         "landmarks: give train.batch_unlabelled >= 1")
+
+
+def _check_sources(cfg: Config) -> None:
+    """Each of ``data.extra_sources`` reads files, in a layout the model's points determine, labels only
+    heads the model has, and adds faces to every step."""
+    d, heads = cfg.data, {h.name for h in cfg.model.heads}
+    if d.extra_sources and d.name != "files":
+        raise UserError(f"data.extra_sources need data.name=files (annotated faces), not {d.name!r}")
+    for i, s in enumerate(d.extra_sources):
+        key = f"data.extra_sources[{i}]"
+        if not s.format or not s.train_path:
+            raise UserError(f"{key} needs a format (pts, mtfl, csv, ljson, coco) and a train_path")
+        if s.spec and s.spec not in SPECS:
+            raise UserError(f"{key}.spec={s.spec!r} is unknown: use one of {', '.join(SPECS)}")
+        if s.spec != d.spec and (d.spec, s.spec) not in POINT_MAPS:
+            known = ", ".join(f"{a} -> {b}" for a, b in POINT_MAPS)
+            raise UserError(f"{key}.spec={s.spec!r}: data.spec={d.spec!r} does not determine its points (known "
+                            f"maps: {known}); use data.spec's layout")
+        if s.batch < 1:
+            raise UserError(f"{key}.batch={s.batch}: give the number of its faces in every step (>= 1)")
+        if s.weight < 0:
+            raise UserError(f"{key}.weight={s.weight} must be >= 0")
+        unknown = [a for a in s.attributes if a not in heads]
+        if unknown:
+            raise UserError(f"{key}.attributes: {unknown[0]!r} is not a model head (model.heads: "
+                            f"{', '.join(sorted(heads)) or 'none'})")
 
 
 def variant_terms(variant: str) -> frozenset[str]:

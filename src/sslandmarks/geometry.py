@@ -81,6 +81,27 @@ def sample_affine(
     return t, flipped
 
 
+def sample_box_jitter(
+    batch: int,
+    shift: tuple[float, float],
+    scale: float,
+    side: float,
+    size: tuple[int, int],
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Random re-crops ``(B, 3, 3)`` of images of ``size = (H, W)`` cut around a centred box of ``side``
+    pixels, as if that box had been moved by ``N(0, (shift[0] * side)^2)`` in x and ``N(0, (shift[1] *
+    side)^2)`` in y and scaled by ``exp(N(0, scale^2))``, as a face detector's boxes scatter: the moved box's
+    centre ``c + d`` goes to the image centre ``c`` and its content shrinks by its scale ``s``, so a point
+    ``p`` goes to ``c + (p - c - d) / s``. Sampled on the CPU (``generator``'s device)."""
+    g = torch.randn(batch, 3, generator=generator)
+    d = g[:, :2] * torch.tensor(shift) * side
+    s = torch.exp(g[:, 2] * scale)
+    h, w = size
+    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2]).expand(batch, 2)
+    return translation(centre) @ similarity(torch.zeros(batch), 1.0 / s) @ translation(-(centre + d))
+
+
 def compose(*transforms: Tensor) -> Tensor:
     """``compose(A, B, C) = A @ B @ C``: apply ``C`` first."""
     out = transforms[0]

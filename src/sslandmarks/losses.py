@@ -6,7 +6,9 @@ Every term is a plain function of tensors; :func:`combine` applies the paper's w
 
 with ``landmark`` the mean squared Euclidean distance over labelled landmarks, ``elt`` the mean over
 images and landmarks of ``||T L_k(I) - L_k(T I)||^2`` and ``attribute`` the sum over heads of
-cross-entropy (classification) or L1 (regression).
+cross-entropy (classification) or L1 (regression). Where faces come annotated in several layouts,
+``landmark`` compares each face's annotated points with the same linear combinations of the predicted ones
+(:func:`mapped_landmark_loss`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ def landmark_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> T
     """
     diff = torch.nan_to_num(target) - pred
     return masked_mean((diff * diff).sum(-1), mask)
+
+
+def mapped_landmark_loss(pred: Tensor, target: Tensor, maps: Tensor, weights: Tensor) -> Tensor:
+    """:func:`landmark_loss` for faces annotated in different layouts: row ``b``'s annotated points are
+    ``maps[b] @ pred[b]``, and each of its valid points weighs ``weights[b]`` in the mean.
+
+    ``pred (B, K, 2)`` in the model's layout; ``target (B, K', 2)`` in each row's layout, NaN where missing
+    (padding included); ``maps (B, K', K)``; ``weights (B,)``. A face thus reaches exactly the predicted
+    points its annotation determines: its zero map rows and NaN targets add nothing. Computed in float32
+    (elementwise, so that autocast keeps the means of points out of bfloat16)."""
+    mapped = (maps.float()[..., None] * pred.float()[:, None]).sum(2)  # (B, K', K, 2) summed over K
+    valid = ~torch.isnan(target).any(-1)
+    diff = torch.nan_to_num(target).float() - mapped
+    w = valid.float() * weights.float()[:, None]
+    return ((diff * diff).sum(-1) * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def elt_loss(pred: Tensor, pred_warped: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -81,9 +81,33 @@ def mirror_perm(name: str, test_flip: bool) -> tuple[int, ...] | None:
     return flip_permutation(name, "data.test_flip") if test_flip else None
 
 
+# (model layout, annotation layout) -> each annotated point as the mean of these model points: a layout the
+# model's points determine, so that faces annotated in it supervise the model through a fixed linear map
+POINT_MAPS: dict[tuple[str, str], tuple[tuple[int, ...], ...]] = {
+    # MTFL's eye centres are the means of the eye contours (300-W points 37-42 and 43-48, 1-based), then the
+    # nose tip (31) and the mouth corners (49, 55)
+    ("300w-68", "mtfl-5"): (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,)),
+}
+
+
+def point_map(model: str, annotated: str, num_landmarks: int):
+    """``(K', K)`` numpy matrix ``M`` with ``annotated_points = M @ model_points`` for points ``(K, 2)`` of
+    layout ``model`` (``K = num_landmarks``): the identity when both layouts are the same, else the means
+    of :data:`POINT_MAPS`. Raises :class:`UserError` for layouts the model's points do not determine."""
+    import numpy as np
+
+    if model == annotated:
+        return np.eye(num_landmarks)
+    if (model, annotated) not in POINT_MAPS:
+        raise UserError(f"layout {model or 'none'} does not determine the points of {annotated or 'none'}")
+    groups = POINT_MAPS[(model, annotated)]
+    m = np.zeros((len(groups), num_landmarks))
+    for row, group in enumerate(groups):
+        m[row, list(group)] = 1.0 / len(group)
+    return m
+
+
 def mtfl5_from_300w68(points):
     """MTFL's 5 points (eye centres, nose tip, mouth corners) from a 300-W 68-point annotation ``(68, 2)``
     numpy array: the eye centres are the means of the eye contours (points 37-42 and 43-48, 1-based)."""
-    import numpy as np
-
-    return np.stack([points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]])
+    return point_map("300w-68", "mtfl-5", 68) @ points

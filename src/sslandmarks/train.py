@@ -33,12 +33,21 @@ from sslandmarks.config import Config, LossConfig, config_diff, read_saved_confi
 from sslandmarks.coords import inside_image
 from sslandmarks.data.augment import augment
 from sslandmarks.data.dataset import LandmarkData, Splits, to_input
+from sslandmarks.data.mix import mix_sources
 from sslandmarks.data.sources import hidden_landmarks
 from sslandmarks.data.splits import IndexStream, semi_supervised
 from sslandmarks.errors import UserError
-from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, warp_images
+from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, sample_box_jitter, warp_images
 from sslandmarks.inference import evaluate_data, predict_all, predict_maps
-from sslandmarks.losses import attribute_losses, combine, elt_loss, heatmap_ce_loss, l2_penalty, landmark_loss
+from sslandmarks.losses import (
+    attribute_losses,
+    combine,
+    elt_loss,
+    heatmap_ce_loss,
+    l2_penalty,
+    landmark_loss,
+    mapped_landmark_loss,
+)
 from sslandmarks.models import build_model, check_config, model_entry, sync_batchnorm
 from sslandmarks.outputs import locked_run_dir, write_json
 from sslandmarks.specs import flip_permutation, mirror_perm
@@ -64,10 +73,12 @@ def compute_losses(
 ) -> dict[str, Tensor]:
     """Unweighted loss terms of Eq. 2 for one batch.
 
-    Images whose landmarks are all NaN count as unlabelled. ``landmark_loss_kind`` is the model's
-    (``MODELS[name].landmark_loss``: ``"l2"`` or ``"heatmap_ce"``). ``transforms (B, 3, 3)`` holds one ELT
-    transform per row of the batch (only the rows ELT applies to are used). Returns ``landmark``,
-    ``attribute`` (sum over heads) and ``attribute/<head>``, ``elt`` and ``l2`` as the variant asks.
+    Images whose landmarks are all NaN count as unlabelled; rows of a batch mixed from several sources
+    (``batch.source``) are compared in their own layouts (:func:`mapped_landmark_loss`).
+    ``landmark_loss_kind`` is the model's (``MODELS[name].landmark_loss``: ``"l2"`` or ``"heatmap_ce"``).
+    ``transforms (B, 3, 3)`` holds one ELT transform per row of the batch (only the rows ELT applies to are
+    used). Returns ``landmark``, ``attribute`` (sum over heads) and ``attribute/<head>``, ``elt`` and ``l2``
+    as the variant asks.
     """
     terms = variant_terms(loss_cfg.variant)
     x = to_input(batch.images)
@@ -85,6 +96,9 @@ def compute_losses(
     losses: dict[str, Tensor] = {}
     if "L" in terms and landmark_loss_kind == "heatmap_ce":
         losses["landmark"] = heatmap_ce_loss(out.heatmaps[:n], batch.landmarks, batch.landmark_mask)
+    elif "L" in terms and batch.source is not None:
+        lay, src = batch.layouts, batch.source
+        losses["landmark"] = mapped_landmark_loss(pred, batch.landmarks, lay.maps[src], lay.weights[src])
     elif "L" in terms:
         losses["landmark"] = landmark_loss(pred, batch.landmarks, batch.landmark_mask)
     if "A" in terms and batch.kinds:
@@ -144,6 +158,8 @@ def check_run(cfg: Config, out: str | Path, resume: bool) -> None:
     check_config(cfg)
     if cfg.data.augment_flip > 0:
         flip_permutation(cfg.data.spec, "data.augment_flip")
+        for i, source in enumerate(cfg.data.extra_sources):
+            flip_permutation(source.spec or cfg.data.spec, f"data.augment_flip (for data.extra_sources[{i}])")
     mirror_perm(cfg.data.spec, cfg.data.test_flip)
     last, saved = Path(out) / "checkpoints" / "last.ckpt", Path(out) / "config.yaml"
     if resume and not last.is_file():
@@ -201,9 +217,11 @@ def launch(cfg: Config, devices: int, num_nodes: int):
     fabric = Fabric(accelerator="auto" if tc.device == "auto" else tc.device, devices=devices, num_nodes=num_nodes,
                     strategy=strategy, precision=resolve_precision(tc.precision, tc.device))
     fabric.launch()
-    for name in ("batch_labelled", "batch_unlabelled"):
-        if getattr(tc, name) % fabric.world_size:
-            raise UserError(f"train.{name}={getattr(tc, name)} is not divisible by the {fabric.world_size} processes")
+    sizes = {f"train.{k}": getattr(tc, k) for k in ("batch_labelled", "batch_unlabelled")}
+    sizes.update({f"data.extra_sources[{i}].batch": s.batch for i, s in enumerate(cfg.data.extra_sources)})
+    for name, size in sizes.items():
+        if size % fabric.world_size:
+            raise UserError(f"{name}={size} is not divisible by the {fabric.world_size} processes")
     return fabric
 
 
@@ -241,25 +259,30 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
 
 
 class Batches:
-    """This rank's rows of every step's global batch: labelled and unlabelled index streams, random
-    augmentation (fresh each step) and the ELT transforms, all functions of ``(seed, step)``."""
+    """This rank's rows of every step's global batch: labelled and unlabelled index streams of the main data
+    and one stream per extra source (``data.extra_sources[i].batch`` rows each), random augmentation and
+    detector-box jitter (fresh each step) and the ELT transforms, all functions of ``(seed, step)``."""
 
     def __init__(self, train: LandmarkData, cfg: Config, rank: int, world: int) -> None:
         tc, d, terms = cfg.train, cfg.data, variant_terms(cfg.loss.variant)
         labelled = train.landmark_mask.any(-1).cpu()
-        lab_idx, unl_idx = torch.nonzero(labelled)[:, 0], torch.nonzero(~labelled)[:, 0]
+        source = torch.zeros_like(labelled, dtype=torch.long) if train.source is None else train.source.cpu()
+        lab_idx, unl_idx = torch.nonzero(labelled & (source == 0))[:, 0], torch.nonzero(~labelled & (source == 0))[:, 0]
         if "L" in terms and len(lab_idx) == 0:
             raise UserError("no training image keeps its landmarks: raise data.labelled_pct")
-        if "ELT" in terms and cfg.loss.elt_on == "unlabelled" and len(unl_idx) == 0:
+        if "ELT" in terms and cfg.loss.elt_on == "unlabelled" and bool(labelled.all()):  # (extra sources too)
             raise UserError(f"loss.variant={cfg.loss.variant} warps images without landmarks "
                             f"(loss.elt_on=unlabelled), but data.labelled_pct={cfg.data.labelled_pct:g} leaves none: "
                             "lower data.labelled_pct, or set loss.elt_on=all")
         self.streams = [IndexStream(lab_idx, tc.batch_labelled if "L" in terms else 0, tc.seed),
                         IndexStream(unl_idx, tc.batch_unlabelled if terms & {"A", "ELT"} else 0, tc.seed + 1)]
+        self.streams += [IndexStream(torch.nonzero(source == i + 1)[:, 0], s.batch, tc.seed + 2 + i)
+                         for i, s in enumerate(d.extra_sources)]
         self.steps_per_epoch = max(math.ceil(len(s) / s.batch) for s in self.streams if s.batch and len(s))
         self.elt = AffineRanges(cfg.loss.elt_rotation_deg, cfg.loss.elt_scale, cfg.loss.elt_translate)
         self.aug = AffineRanges(d.augment_rotation_deg, d.augment_scale,
                                 d.augment_translate * max(cfg.model.input_size), d.augment_flip)
+        self.jitter = d.box_jitter if max(*d.box_jitter.shift, d.box_jitter.scale) > 0 else None
         self.flip_perm = flip_permutation(d.spec, "data.augment_flip") if d.augment_flip > 0 else None
         self.use_elt = "ELT" in terms and cfg.loss.alpha > 0
         self.train, self.cfg, self.rank, self.world = train, cfg, rank, world
@@ -267,17 +290,30 @@ class Batches:
     def at(self, step: int) -> tuple[LandmarkData, Tensor | None]:
         """Step ``step``'s batch (this rank's rows, augmented) and its ELT transforms ``(B, 3, 3)`` (or None)."""
         parts = [s.batch_at(step) for s in self.streams]
-        global_idx = torch.cat(parts)  # labelled rows, then unlabelled ones
+        global_idx = torch.cat(parts)  # labelled rows, then unlabelled ones, then each extra source's
         # this rank's share: every world-th row of each stream (as rows of the global batch)
         ends = torch.tensor([len(p) for p in parts]).cumsum(0).tolist()
         rows = torch.cat([torch.arange(a, b)[self.rank::self.world] for a, b in zip([0, *ends[:-1]], ends)])
         batch = self.train.subset(global_idx[rows].to(self.train.images.device))
         n, size = len(global_idx), self.cfg.model.input_size
         seed = self.cfg.train.seed * 1_000_003 + step
-        if self.aug != AffineRanges():  # fresh jitter every step
+        if self.aug != AffineRanges() or self.jitter is not None:  # fresh jitter every step
             t, flipped = rank_transforms(n, rows, self.aug, size, seed + 7919 * self.cfg.train.steps)
-            batch = augment(batch, t, flipped, self.flip_perm)
+            if self.jitter is not None:  # the crop from a detector-like box first, then the augmentation
+                t = t @ self.box_jitter(n, seed + 104_729 * self.cfg.train.steps)[rows]
+            perm = self.flip_perm
+            if perm is not None and batch.source is not None:  # each row's own layout
+                perm = batch.layouts.flips[batch.source]
+            batch = augment(batch, t, flipped, perm)
         return batch, rank_transforms(n, rows, self.elt, size, seed)[0] if self.use_elt else None
+
+    def box_jitter(self, n: int, seed: int) -> Tensor:
+        """``(n, 3, 3)`` re-crops of the global batch as from detector boxes (``data.box_jitter``), as fractions
+        of the landmark box side, which a crop of ``data.crop_margin`` makes ``min(H, W) / (1 + 2 margin)``."""
+        d, size = self.cfg.data, self.cfg.model.input_size
+        side = min(size) / (1 + 2 * d.crop_margin)
+        return sample_box_jitter(n, d.box_jitter.shift, d.box_jitter.scale, side, size,
+                                 torch.Generator().manual_seed(seed))
 
 
 class TrainLog:
@@ -401,7 +437,7 @@ def _train(run: Run, splits: Splits, progress: bool) -> tuple[dict, nn.Module]:
     """The loop: a step, and every few steps validation (best checkpoint), a log row and ``last.ckpt``."""
     cfg, fabric, out = run.cfg, run.fabric, run.out
     tc = cfg.train
-    train = semi_supervised(splits.train, cfg).to(fabric.device)
+    train = mix_sources(semi_supervised(splits.train, cfg), splits.extra, cfg).to(fabric.device)
     val = splits.val.to(fabric.device)
     batches = Batches(train, cfg, run.rank, fabric.world_size)
     log = TrainLog(run, list(train.kinds))

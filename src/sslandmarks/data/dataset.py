@@ -9,6 +9,22 @@ from torch import Tensor
 
 
 @dataclass
+class Layouts:
+    """How each training source's annotations follow from the model's ``K`` points (source 0: the main data).
+
+    ``maps (S, K', K)``: source ``s``'s annotated points as linear combinations of the model's points (zero
+    rows pad a shorter layout to ``K'``); ``flips (S, K')`` long: its mirror permutation (the identity on
+    padding); ``weights (S,)``: the landmark-loss weight of each of its points."""
+
+    maps: Tensor
+    flips: Tensor
+    weights: Tensor
+
+    def to(self, device) -> Layouts:
+        return Layouts(self.maps.to(device), self.flips.to(device), self.weights.to(device))
+
+
+@dataclass
 class LandmarkData:
     """A set of images with (possibly missing) landmarks and named attributes.
 
@@ -23,6 +39,11 @@ class LandmarkData:
     kinds: dict[str, str] = field(default_factory=dict)
     from_source: Tensor | None = None  # (N, 3, 3): source-image pixels -> input pixels (crops), if any
     names: list[str] | None = None  # where each sample comes from (file and line), for per-image figures
+    # training data mixed from several sources (data.extra_sources): (N,) long, each row's source, whose
+    # layout in ``layouts`` says how its landmarks (N, K', 2) follow from the model's K points; None: all
+    # rows are in the model's layout
+    source: Tensor | None = None
+    layouts: Layouts | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -40,6 +61,7 @@ class LandmarkData:
             attributes={k: v[index] for k, v in self.attributes.items()},
             from_source=None if self.from_source is None else self.from_source[index],
             names=None if self.names is None else _pick(self.names, index),
+            source=None if self.source is None else self.source[index],
         )
 
     def to(self, device) -> LandmarkData:
@@ -48,6 +70,8 @@ class LandmarkData:
             images=self.images.to(device),
             landmarks=self.landmarks.to(device),
             attributes={k: v.to(device) for k, v in self.attributes.items()},
+            source=None if self.source is None else self.source.to(device),
+            layouts=None if self.layouts is None else self.layouts.to(device),
         )
 
     def without_landmarks(self, keep: Tensor) -> LandmarkData:
@@ -70,6 +94,7 @@ class Splits:
     train: LandmarkData  # full ground truth; fit() hides the landmarks outside the labelled fraction
     val: LandmarkData
     test: LandmarkData
+    extra: tuple[LandmarkData, ...] = ()  # training faces of data.extra_sources, each in its own layout
 
 
 def to_input(images: Tensor) -> Tensor:

@@ -35,13 +35,19 @@ def as_channels(rgb: np.ndarray, channels: int) -> np.ndarray:
     return rgb if channels == 3 else np.asarray(Image.fromarray(rgb).convert("L"))[:, :, None]
 
 
-def crop_transform(landmarks: np.ndarray, size: tuple[int, int], margin: float) -> np.ndarray:
+def crop_transform(landmarks: np.ndarray, size: tuple[int, int], margin: float,
+                   frame: tuple[float, float, float] | None = None) -> np.ndarray:
     """3x3 matrix from image pixels to a ``size = (H, W)`` crop of the square box around the known
-    landmarks, enlarged by ``margin`` of its side on each side."""
+    landmarks, enlarged by ``margin`` of its side on each side. ``frame = (dx, dy, ds)`` first moves that box
+    by ``(dx, dy)`` of its side and scales it by ``ds``: the box another layout's landmarks would have
+    (:func:`~sslandmarks.data.detect.layout_frame`)."""
     pts = landmarks[~np.isnan(landmarks).any(1)]
     lo, hi = pts.min(0), pts.max(0)
     centre = (lo + hi) / 2
-    side = max(float((hi - lo).max()), 1.0) * (1 + 2 * margin)
+    side = max(float((hi - lo).max()), 1.0)
+    if frame is not None:
+        centre, side = centre + np.array(frame[:2]) * side, side * frame[2]
+    side = side * (1 + 2 * margin)
     h, w = size
     s = min(w, h) / side
     t = np.eye(3)
@@ -99,11 +105,13 @@ def load_cropped(
     class_names: dict[str, tuple[str, ...]] | None = None,
     heads: set[str] | None = None,
     progress: bool = False,
+    frame: tuple[float, float, float] | None = None,
 ) -> LandmarkData:
     """Validate, read and crop ``samples``. ``class_counts`` (head -> number of classes) checks labels;
     ``class_names`` (head -> names in index order) maps named labels to indices; ``heads`` (the model's
     head names), when given, keeps only the attributes they read. Attribute columns that are neither a
-    head nor numeric (an id, a note) are never kept."""
+    head nor numeric (an id, a note) are never kept. ``frame``: crop from another layout's landmark box
+    (:func:`crop_transform`)."""
     images, lms, transforms, kept = [], [], [], []
     for s in tqdm(samples, desc="read", unit="image", disable=not progress):
         if np.isnan(s.landmarks).all():
@@ -127,7 +135,7 @@ def load_cropped(
         if ((known < -tol) | (known > np.array([w, h]) + tol)).any():
             problems.report(f"{s.where}: landmarks lie far outside the {w}x{h} image (wrong format or scale?)")
             continue
-        t = torch.from_numpy(crop_transform(s.landmarks, size, margin)).float()
+        t = torch.from_numpy(crop_transform(s.landmarks, size, margin, frame)).float()
         images.append(crop_image(arr, t, size))
         pts = torch.from_numpy(s.landmarks).float()
         lms.append(pts @ t[:2, :2].T + t[:2, 2])

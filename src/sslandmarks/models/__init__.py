@@ -51,12 +51,16 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 def check_config(cfg: Config) -> None:
     """What a training config asks of its model that the model cannot do: ELT with an arg-max readout (the
-    term would have no gradient), or a model.* key the model never reads set away from its default (it
-    would silently do nothing). Checkpoints are not checked: their configs hold every key."""
+    term would have no gradient), extra sources with no coordinate outputs to map, or a model.* key the model
+    never reads set away from its default (it would silently do nothing). Checkpoints are not checked: their
+    configs hold every key."""
     entry, m = model_entry(cfg.model.name), cfg.model
     if "ELT" in variant_terms(cfg.loss.variant) and not entry.elt:
         raise UserError(f"loss.variant={cfg.loss.variant!r}: {m.name} reads its landmarks by arg-max, which has no "
                         "gradient, so ELT cannot train it: use a variant without ELT (e.g. L or L+A)")
+    if cfg.data.extra_sources and entry.landmark_loss != "l2":
+        raise UserError(f"data.extra_sources: {m.name} learns its landmarks from heatmaps, which faces annotated in "
+                        "another layout cannot supervise: use a model with coordinate outputs (seqmt, commmt, rcn+)")
     default = ModelConfig()
     ignored = [k for k in ModelConfig.__dataclass_fields__
                if k not in entry.reads and getattr(m, k) != getattr(default, k)]
