@@ -126,6 +126,26 @@ def test_hgr1_cpu_protocol_narrows_every_network_alike():
         assert m.width == 16 and all(w == 16 for w in m.pointwise), (row.name, m)
 
 
+@pytest.mark.parametrize("name, count", [("mtfl", 2 * (3 + 3 + 1) + 4 * (3 + 3 + 1 + 1)), ("300w-partial", 4 * 4 * 2)])
+def test_face_cpu_protocols_size_every_row_of_an_architecture_alike(name, count):
+    """The face CPU protocols: Seq-MT rows 5 convs 9x9x16, RCN+ rows the face68-fast net, the issue's columns."""
+    from sslandmarks.models import check_config
+    from sslandmarks.tables import TABLES, under
+
+    cpu = TABLES[name].protocols["cpu"]
+    table = under(TABLES[name], cpu)
+    assert len(cells(table, cpu)) == count
+    for row in table.rows:
+        cfg = cell_config(table, row, 5.0, 0, False, None, cpu)
+        check_config(cfg)
+        m, t = cfg.model, cfg.train
+        assert (t.steps, t.lr, t.precision, t.batch_labelled, t.batch_unlabelled) == (2000, 0.003, "bf16-mixed", 16, 32)
+        if m.name == "seqmt":
+            assert (m.width, m.depth, m.kernel, m.input_size) == (16, 5, 9, (64, 64)), row.name
+        else:
+            assert (m.name, m.width, m.levels, m.stem_stride, m.input_size) == ("rcn+", 48, 3, 2, (64, 64)), row.name
+
+
 def test_a_cell_is_reused_only_under_the_same_config(tiny_grid, tmp_path, capsys):
     """A finished cell trained under other settings is refused (not silently reused), --fresh retrains it,
     and a cell cut off without a checkpoint (as a committed result folder keeps it) starts again."""
@@ -304,7 +324,7 @@ def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
                  "--models", "Seq-MT (L+ELT+A)", "RCN+ (L)", *sets(items)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "m" / "table.csv")))
     assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds"]
-    assert len(rows) == 6 * 5 - 2
+    assert len(rows) == 6 * 4 - 2  # the cpu protocol: 1, 5, 20 and 100 %; no Seq-MT ELT row at 100 %
     assert {r["model"] for r in rows if r["seeds"] == "1"} == {"Seq-MT (L+ELT+A)", "RCN+ (L)"}
     md = (tmp_path / "m" / "table.md").read_text()
     assert "Test pose accuracy (%):" in md and "| Seq-MT (L+ELT+A) |" in md.split("pose accuracy")[1]

@@ -160,6 +160,22 @@ HGR1_TABLE2 = Table(
          "paper had 898 photos where this copy has 703: compare orderings and ratios, not values.",
 )
 MTFL_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 100.0)
+CPU_TRAIN = {"lr": 0.003, "warmup_steps": 100, "precision": "bf16-mixed", "batch_labelled": 16,
+             "batch_unlabelled": 32, "eval_every": 250, "log_every": 50, "checkpoint_every": 250}
+# RCN+ as the bundled face68-fast (configs/300w_fast.yaml): 64x64 input, a stride-2 first conv, 48 maps, 3 poolings
+RCN_FAST = {"model": {"input_size": [64, 64], "width": 48, "levels": 3, "stem_stride": 2, "head_kernel": 1}}
+# Seq-MT of about RCN_FAST's cost per step on this CPU: five full-resolution 9x9x16 convs at 64x64 (Table S9: 7x32)
+SEQMT_CPU = {"model": {"width": 16, "depth": 5}}
+MTFL_CPU = Protocol(
+    overrides={"train": {**CPU_TRAIN, "steps": 2000}},
+    by_config={"mtfl.yaml": SEQMT_CPU, "mtfl_rcn.yaml": RCN_FAST},
+    seeds={1.0: 3, 5.0: 3, 20.0: 1, 100.0: 1},
+    fractions=(1.0, 5.0, 20.0, 100.0),
+    note="CPU protocol: Seq-MT with five 9x9x16 convs at 64x64 (Table S9: seven 9x9x32) and RCN+ as the bundled "
+         "face68-fast (64x64, stride-2 first conv, 48 maps, 3 poolings), 2,000 steps of 16 labelled + 32 other "
+         "faces for every row (the best of 8 validation checkpoints), Adam with a 100-step warm-up to lr 3e-3 then "
+         "cosine decay, bfloat16 autocast; 3 seeds at 1 and 5 %, 1 at 20 and 100 %.",
+)
 MTFL_TABLE = Table(
     rows=(
         Row("Seq-MT (L)", "mtfl.yaml", "L"),
@@ -177,11 +193,25 @@ MTFL_TABLE = Table(
     quick=REAL_DATA_QUICK,
     also=tuple((f"attribute_accuracy.{head}", f"{head} accuracy (%)", False)
                for head in ("gender", "smile", "glasses", "pose")),
+    compare=("Seq-MT (L)", "Seq-MT (L+ELT+A)", 5.0),
+    protocols={"cpu": MTFL_CPU, "paper": PAPER},
     note="Trained on MTFL's training list (LFW + web faces, a tenth held out for validation), tested on its AFLW "
          "list; the four attribute heads (gender, smile, glasses, 5 poses) read the 5 predicted landmarks. The "
          "paper reports no MTFL table (its AFLW results use 19 points), so there is no paper column.",
 )
 W300_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
+W300_CPU = Protocol(
+    overrides={"train": {**CPU_TRAIN, "steps": 2000}},
+    by_config={"300w.yaml": {"model": {**SEQMT_CPU["model"], "head_kernel": 1, "beta": 1.0}},
+               "300w_rcn.yaml": RCN_FAST},
+    seeds=2,
+    fractions=(5.0, 10.0, 20.0, 100.0),
+    note="CPU protocol: Seq-MT with five 9x9x16 convs at 64x64 and a 1x1 map layer (Table S9: seven 9x9x32 and a "
+         "9x9 map layer), beta 1 (with BatchNorm the paper's 0.01 leaves the softmax flat), and RCN+ as the bundled "
+         "face68-fast (64x64, stride-2 first conv, 48 maps, 3 poolings); 2,000 steps of 16 labelled + 32 other "
+         "faces for every row (the best of 8 validation checkpoints), Adam with a 100-step warm-up to lr 3e-3 then "
+         "cosine decay, bfloat16 autocast; 2 seeds per cell.",
+)
 W300_TABLE = Table(
     rows=(
         Row("Seq-MT (L)", "300w.yaml", "L"),
@@ -196,6 +226,7 @@ W300_TABLE = Table(
     quick=REAL_DATA_QUICK,
     also=(("nme_by.interpupil", "NME (% of inter-pupil distance)", True), ("auc@0.08", "AUC@0.08", False),
           ("failure_rate@0.08", "failure rate@0.08", True)),
+    protocols={"cpu": W300_CPU, "paper": PAPER},
     note="Inter-ocular = outer eye corners (points 37 and 46); inter-pupil = the eye contours' centres. ELT on every "
          "image (the paper's 300-W protocol), so (L+ELT) has a 100 % column. The paper's Table 6 is on the full "
          "300-W test set (HELEN + LFPW + IBUG, eye-centre normalised; Fullset at 5/10/20/50/100 %: Seq-MT (L) "
