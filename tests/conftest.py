@@ -60,3 +60,32 @@ def _torch_threads_restored():
 def tiny_overrides() -> list[str]:
     """:data:`TINY_OVERRIDES` as a fresh list."""
     return list(TINY_OVERRIDES)
+
+
+def tiny_face_checkpoint(path: Path, size: int = 32) -> Path:
+    """An untrained 68-point face model (300-W layout, with its flip permutation; RCN+ at width 4 on ``size`` px
+    crops), saved as a checkpoint at ``path``: seconds to export and time, no data needed."""
+    from sslandmarks.checkpoint import save_checkpoint
+    from sslandmarks.config import load_config, to_dict
+    from sslandmarks.models import build_model
+
+    cfg = load_config(ROOT / "configs" / "300w_fast.yaml",
+                      ["model.width=4", "model.levels=2", f"model.input_size=[{size},{size}]"])
+    torch.manual_seed(0)
+    save_checkpoint(path, {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg)})
+    return path
+
+
+def write_faces(folder: Path, n: int = 6, size: int = 48) -> Path:
+    """``n`` random photos with 68 random landmarks each (iBUG ``.pts`` beside each image) in ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"f{i}.png")
+        pts = rng.uniform(0.25 * size, 0.75 * size, (68, 2))
+        body = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in pts)  # iBUG is 1-based
+        (folder / f"f{i}.pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
+    return folder

@@ -69,3 +69,54 @@ def test_network_passes_follow_where_elt_applies():
     faces = load_config(CONFIGS / "300w_fast.yaml")  # L+ELT on every image
     assert faces.loss.elt_on == "all" and network_passes(faces, 32, 32) == 2 * (32 + 32)
     assert network_passes(load_config(CONFIGS / "blocks.yaml", ["loss.variant=L+A"]), 16, 32) == 16 + 32
+
+
+def test_bench_latency_end_to_end_on_a_tiny_checkpoint(tmp_path, monkeypatch, capsys):
+    """--latency on a tiny face checkpoint with a few runs: every variant (PyTorch, ONNX Runtime levels, int8,
+    the mirrored pair) timed at each thread count, NME on the given faces with int8's change against float32,
+    the JSON and the table; dlib absent -> its row says so. No timing is asserted (speed belongs to benchmarks)."""
+    import pytest
+
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'sslandmarks[onnx]')")
+    import sslandmarks.latency as latency
+    from conftest import tiny_face_checkpoint, write_faces
+
+    monkeypatch.setattr(latency, "dlib_predictor", lambda: "not installed (pip install dlib-bin ...)")
+    ckpt = tiny_face_checkpoint(tmp_path / "face.ckpt")
+    faces = write_faces(tmp_path / "faces", n=9)
+    out = tmp_path / "lat.json"
+    assert main(["bench", "--latency", "--models", str(ckpt), "--runs", "2", "--threads", "1", "2", "--data",
+                 str(faces), "--calibration", str(faces), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    timed = {(r["variant"], r["threads"]) for r in res["rows"] if r["model"] == str(ckpt)}
+    variants = {"torch", "torch-mirror", "ort", "ort-basic", "ort-none", "ort-preoptimised", "ort-nospin",
+                "ort-int8-dynamic", "ort-int8", "ort-mirror-batch2", "ort-mirror-fused", "ort-int8-mirror-fused"}
+    assert timed == {(v, t) for v in variants for t in (1, 2)}
+    assert all(r["median_ms"] > 0 for r in res["rows"] if "median_ms" in r)
+    acc = res["accuracy"][str(ckpt)]
+    assert acc["ort-int8"]["reference"] == "ort" and acc["ort-int8-mirror-fused"]["reference"] == "ort-mirror-fused"
+    assert abs(acc["ort"]["nme"] - acc["torch"]["nme"]) < 1e-3  # same model, same faces, same scoring
+    assert abs(acc["ort-mirror-fused"]["nme"] - acc["torch-mirror"]["nme"]) < 1e-3
+    assert abs(acc["ort-mirror-batch2"]["nme"] - acc["torch-mirror"]["nme"]) < 1e-3
+    dlib_rows = [r for r in res["rows"] if r["model"] == "dlib"]
+    assert len(dlib_rows) == 1 and "not installed" in dlib_rows[0]["error"]
+    table = capsys.readouterr().out
+    assert "ort-int8-mirror-fused" in table and "not installed" in table and res["ort_default_level"]
+
+
+def test_dlib_missing_is_reported_not_raised(monkeypatch):
+    """Without dlib (simulated: its import fails) the predictor is a reason, not an exception."""
+    import sys
+
+    from sslandmarks.latency import dlib_predictor
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # `import dlib` raises ImportError
+    reason = dlib_predictor()
+    assert isinstance(reason, str) and reason.startswith("not installed")
+
+
+def test_bench_latency_options_are_refused_elsewhere(capsys):
+    assert main(["bench", "--runs", "5"]) == 2
+    assert "--latency" in capsys.readouterr().err
+    assert main(["bench", "--latency", "--time-to-accuracy"]) == 2
+    assert main(["bench", "--time-to-accuracy", "--threads", "1", "2"]) == 2

@@ -21,7 +21,7 @@ FLOORS: list[tuple[str, ...]] = [
     # 3. the workflows
     ("train", "evaluate", "predict", "video", "export"),
     # 4. what composes workflows
-    ("runner", "report", "demo", "bench", "time_to_accuracy"),
+    ("runner", "report", "demo", "bench", "time_to_accuracy", "latency"),
     # 5. the command line, and the package itself (its lazy ``load`` reaches the API)
     ("cli", "__main__", "sslandmarks"),
 ]

@@ -155,10 +155,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sslandmarks.export import PARITY_LIMIT_PX, export_onnx
 
-    res = export_onnx(resolve(args.checkpoint, args.model), args.onnx)
-    print(f"wrote {res['path']} (input 'images' (B, C, H, W) in [0, 1]; outputs {', '.join(res['outputs'])})")
-    print(f"parity with PyTorch on 5 random images: max landmark difference {res['max_landmark_diff_px']:.2g} px "
-          f"(limit {PARITY_LIMIT_PX} px)")
+    if args.calibration and not args.int8:
+        raise UserError("--calibration is for --int8")
+    res = export_onnx(resolve(args.checkpoint, args.model), args.onnx, mirror=args.mirror, int8=args.int8,
+                      calibration=args.calibration)
+    kind = ("fused mirror: each image and its mirror averaged" if args.mirror else "one pass") + (
+        ", int8" if args.int8 else "")
+    print(f"wrote {res['path']} ({kind}; input 'images' (B, C, H, W) in [0, 1]; outputs {', '.join(res['outputs'])})")
+    print(f"parity with PyTorch{' (mirrored)' if args.mirror else ''} on 5 random images, float32 graph: max landmark "
+          f"difference {res['max_landmark_diff_px']:.2g} px (limit {PARITY_LIMIT_PX} px)")
+    if args.int8:
+        q = res["int8"]
+        print(f"int8 against float32 on {q['checked_faces']} held-out calibration faces ({q['calibration_faces']} "
+              f"calibrated): landmarks move by {q['mean_diff_px']:.3f} px on average, at most {q['max_diff_px']:.2f} "
+              f"px (limit on the average: {q['limit_px']:.2f} px, 1 % of the input width)")
     print(f"latency on this machine: {res['latency_ms']:.2f} ms per image (median; p90 {res['latency_p90_ms']:.2f} ms; "
           f"batch 1, ONNX Runtime, {res['latency_threads']} threads)")
     return 0
@@ -168,8 +178,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from sslandmarks.bench import BENCH_MODELS, format_table, run_bench
     from sslandmarks.outputs import ensure_writable_file, write_json
 
+    if args.time_to_accuracy and args.latency:
+        raise UserError("give --time-to-accuracy or --latency, not both")
     if args.time_to_accuracy:
         return _time_to_accuracy(args)
+    if args.latency:
+        return _latency(args)
+    if args.data or args.calibration or args.runs or args.threads:
+        raise UserError("--data, --calibration, --runs and --threads are for --latency or --time-to-accuracy")
     if args.out:
         ensure_writable_file(args.out)
     unknown = [m for m in args.models or [] if m not in BENCH_MODELS]
@@ -186,12 +202,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _time_to_accuracy(args: argparse.Namespace) -> int:
     from sslandmarks.time_to_accuracy import format_markdown, run_time_to_accuracy
 
+    if args.threads and len(args.threads) > 1:
+        raise UserError("--time-to-accuracy takes one --threads count (per side)")
     out = Path(args.out or "runs/time-to-accuracy")
-    res = run_time_to_accuracy(out, args.workloads, threads=args.threads)
+    res = run_time_to_accuracy(out, args.workloads, threads=args.threads[0] if args.threads else 1)
     text = format_markdown(res)
     (out / "time_to_accuracy.md").write_text(text + "\n")
     print(text)
     print(f"wrote {out}/time_to_accuracy.json and time_to_accuracy.md")
+    return 0
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from sslandmarks.latency import format_latency, run_latency
+    from sslandmarks.outputs import ensure_writable_file, write_json
+
+    if args.out:
+        ensure_writable_file(args.out)
+    res = run_latency(args.models, args.threads, args.runs or 300, args.data, args.calibration)
+    print(format_latency(res))
+    if args.out:
+        write_json(res, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -312,9 +344,21 @@ def _demo_export_models_args(sub) -> None:
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     o = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch",
                        description="Writes an ONNX model with a dynamic batch axis and prints the landmark "
-                       "difference between ONNX Runtime and PyTorch (must be below 1e-3 px).")
+                       "difference between ONNX Runtime and PyTorch (must be below 1e-3 px) and the latency of one "
+                       "call. --mirror fuses test-time mirroring into the graph; --int8 quantises it (checked against "
+                       "float32 with a looser limit, below).")
     _model_args(o)
     o.add_argument("--onnx", required=True, help="file to write")
+    o.add_argument("--mirror", action="store_true", help="fused test-time mirroring: the graph runs each image and "
+                   "its left-right mirror as one batch and returns their averaged landmarks (as evaluate and predict "
+                   "mirror); checked against PyTorch's mirrored answer within 1e-3 px")
+    o.add_argument("--int8", action="store_true", help="int8 static quantisation (the convolutions; the soft-argmax "
+                   "stays float32), calibrated on training-like faces; checked against the float32 graph on held-out "
+                   "faces: the landmarks may move by 1%% of the input width on average (the bundled face models: "
+                   "0.08-0.14 px, HELEN test NME +0.03 points at most; `sslandmarks bench --latency --data DIR` "
+                   "measures it)")
+    o.add_argument("--calibration", metavar="PATH", help="with --int8: annotated faces to calibrate on (a folder "
+                   "of .pts, a CSV manifest, ...; never the test set); default: the checkpoint's training data")
     m = sub.add_parser("models", help="list the bundled pretrained models, or show one's model card",
                        description="Pretrained models ship inside the package and load by name with --model.")
     m.add_argument("name", nargs="?", help="show this model's card (data, protocol, metrics, licence)")
@@ -324,18 +368,33 @@ def _bench_args(sub) -> None:
     b = sub.add_parser("bench", help="training and inference speed against the hardware ceiling",
                        description="For each paper model: end-to-end L+ELT+A training images/s, the ceiling (the "
                        "same layers, same passes, random tensors), inference images/s, TFLOP/s and the share of a "
-                       "measured matmul peak.")
+                       "measured matmul peak. --latency: per-face latency of face models (and dlib's predictor); "
+                       "--time-to-accuracy: training time to a target error.")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.add_argument("--out", help="JSON file to write")
     b.add_argument("--seconds", type=_positive(float), default=2.0, help="minimum timing per measurement")
-    b.add_argument("--models", nargs="+", help="subset of models (default: all)")
+    b.add_argument("--models", nargs="+", help="subset of models (default: all); with --latency, bundled models or "
+                   "checkpoints (default: face68-fast face68)")
     b.add_argument("--time-to-accuracy", action="store_true",
                    help="instead: train fixed workloads twice side by side (the recipe before the speed work and "
                    "today's) and report the seconds until the validation error reaches a target; --out is a folder")
     b.add_argument("--workloads", nargs="+", metavar="NAME", help="with --time-to-accuracy: blocks, faces, hands "
                    "(default: all; faces and hands need ../shared/data)")
-    b.add_argument("--threads", type=_positive(int), default=1,
-                   help="with --time-to-accuracy: intra-op threads per side (default 1: both sides run at once)")
+    b.add_argument("--threads", type=_positive(int), nargs="+", metavar="N",
+                   help="with --time-to-accuracy: intra-op threads per side (default 1: both sides run at once); "
+                   "with --latency: each count in turn (default: 1 2)")
+    b.add_argument("--latency", action="store_true",
+                   help="instead: per-face latency (batch 1) of face models every way they can run, side by side in "
+                   "one run: PyTorch, ONNX Runtime (optimisation levels, thread spinning, a saved optimised graph), "
+                   "int8 static and dynamic, the face + mirror pair as a batch of 2 and as a fused graph, and dlib's "
+                   "68-point shape predictor from a box (optional: pip install dlib-bin face-recognition-models)")
+    b.add_argument("--runs", type=_positive(int), help="with --latency: timed calls per variant and thread count "
+                   "(default 300)")
+    b.add_argument("--data", metavar="DIR", help="with --latency: annotated test faces (e.g. "
+                   "../shared/data/300w-partial/helen/testset): each variant's NME there (crops from the landmarks, "
+                   "as evaluate), int8's change against float32, and the timed face")
+    b.add_argument("--calibration", metavar="PATH", help="with --latency: annotated faces for int8 calibration "
+                   "(default: each model's training data; without it, no int8 rows)")
 
 
 def _reproduce_args(sub) -> None:

@@ -61,6 +61,22 @@ def predict_maps(model: nn.Module, images: Tensor, beta: float) -> tuple[Tensor,
     return out.landmarks.cpu(), spatial_softmax(out.heatmaps, beta).cpu()
 
 
+def score_landmarks(pred: Tensor, data: LandmarkData, cfg: Config, norm: str | None = None) -> dict:
+    """:func:`~sslandmarks.metrics.landmark_metrics` of landmarks ``pred (N, K, 2)`` (input pixels, from any
+    predictor: PyTorch, ONNX Runtime) against ``data``'s, in the original images' pixels for cropped data."""
+    pred, gt = in_source_pixels(pred, data)
+    return landmark_metrics(pred, gt, cfg.model.input_size, norm or normalizer(cfg), layout(cfg.data.spec))
+
+
+def in_source_pixels(pred: Tensor, data: LandmarkData) -> tuple[Tensor, Tensor]:
+    """``pred`` and ``data``'s landmarks on the CPU, mapped back to the original images' pixels for cropped data."""
+    pred, gt = pred.cpu(), data.landmarks.cpu()
+    if data.from_source is not None:
+        back = invert(data.from_source.cpu())
+        pred, gt = apply_points(back, pred), apply_points(back, gt)
+    return pred, gt
+
+
 def evaluate_data(
     model: nn.Module, data: LandmarkData, cfg: Config, batch_size: int = 256, norm: str | None = None
 ) -> dict:
@@ -69,16 +85,12 @@ def evaluate_data(
 
     Cropped data (``from_source`` set) is scored in the pixels of the original images."""
     pred, attrs = predict_all(model, data.images, batch_size, mirror_perm(cfg.data.spec, cfg.data.test_flip))
-    gt = data.landmarks.cpu()
-    if data.from_source is not None:
-        back = invert(data.from_source.cpu())
-        pred, gt = apply_points(back, pred), apply_points(back, gt)
-    out = landmark_metrics(pred, gt, cfg.model.input_size, norm or normalizer(cfg), layout(cfg.data.spec))
+    out = score_landmarks(pred, data, cfg, norm)
     class_heads = {k: v for k, v in attrs.items() if data.kinds.get(k) == "class"}
     if class_heads:
         out["attribute_accuracy"] = {k: accuracy(v, data.attributes[k].cpu()) for k, v in class_heads.items()}
     if hidden_landmarks(cfg):
-        out["landmark_consistency"] = landmark_consistency(pred, gt)
+        out["landmark_consistency"] = landmark_consistency(*in_source_pixels(pred, data))
     if data.names is not None and "per_image_nme" in out:
         out["per_image_file"] = list(data.names)  # beside per_image_nme: which file (and line) each figure is
     return out
