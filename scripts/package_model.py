@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sslandmarks.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from sslandmarks.config import to_dict
+from sslandmarks.data.detect import FACE_LAYOUTS
 from sslandmarks.data.sources import load_splits
 from sslandmarks.inference import evaluate_data
 from sslandmarks.pretrained import PRETRAINED, UNINFORMATIVE, WEIGHTS
@@ -42,6 +43,26 @@ def _init_note(init: str) -> str:
     t = state["config"]["train"]
     return (f", starting from the best weights ({state['step']:,} of {t['steps']:,} steps, lr {t['lr']:g} "
             f"{t['schedule']}) of the run it continues")
+
+
+def _framing_note(spec: str) -> str:
+    """How the card's figures crop versus how ``predict`` crops, for a face layout or another one."""
+    if spec in FACE_LAYOUTS:
+        return ("Faces are cropped from their ground-truth landmark box (the paper's protocol); "
+                "`sslandmarks predict` crops from dlib's detector box mapped to the same framing instead.")
+    return ("Crops are cut from the ground-truth landmark box (the paper's protocol). There is no detector: "
+            "`sslandmarks predict` crops from the box you give (`--box x0,y0,x1,y1`, or `--boxes FILE.json` for a "
+            "folder), drawn tightly around the object, or from the whole image when none is given.")
+
+
+def _licence_note(paths: tuple[str, ...]) -> str:
+    """The research-only caveat naming the data the model learnt from."""
+    if any("hgr1" in p for p in paths):
+        return ("Trained on HGR1's photos (research use only; check the dataset's terms before any other use) with "
+                "**MediaPipe Hands' points as landmarks: machine-made reference points, not human annotation**, so "
+                "the figures above measure agreement with MediaPipe Hands.")
+    return ("Trained on research-only data (300-W / iBUG, MTFL and their source collections): use for research "
+            "only, and check the datasets' terms before any other use.")
 
 
 def main() -> int:
@@ -100,12 +121,9 @@ def main() -> int:
         f"- validation: {_metrics_line(metrics['val'])}",
         f"- test ({', '.join(d.test_path)}): {_metrics_line(metrics['test'])}",
         *([f"- {mirror_note}"] if mirror_note else []),
-        "", "Faces are cropped from their ground-truth landmark box (the paper's protocol); "
-        "`sslandmarks predict` crops from dlib's detector box mapped to the same framing instead.",
+        "", _framing_note(d.spec),
         "", "Trained with:", "", "```", args.command, "```", "",
-        "## Licence caveat", "",
-        "Trained on research-only data (300-W / iBUG, MTFL and their source collections): use for research "
-        "only, and check the datasets' terms before any other use.", ""]
+        "## Licence caveat", "", _licence_note(d.train_path), ""]
     if args.extra:
         card += [args.extra.read_text().strip(), ""]
     (WEIGHTS / f"{args.name}.md").write_text("\n".join(card))
