@@ -146,11 +146,14 @@ def locked_run_dir(out: str | Path, enabled: bool = True) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirBusy(f"{out}: another process is training into this folder; wait for it to finish, or "
-                             "choose another --out") from None
+            raise RunDirBusy(busy_message(out)) from None
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def busy_message(out: str | Path) -> str:
+    return f"{out}: another process is training into this folder; wait for it to finish, or choose another --out"
 
 
 def run_dir_busy(out: str | Path) -> bool:

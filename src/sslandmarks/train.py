@@ -49,7 +49,7 @@ from sslandmarks.losses import (
     mapped_landmark_loss,
 )
 from sslandmarks.models import build_model, check_config, model_entry, sync_batchnorm
-from sslandmarks.outputs import locked_run_dir, write_json
+from sslandmarks.outputs import RunDirBusy, busy_message, locked_run_dir, run_dir_busy, write_json
 from sslandmarks.specs import flip_permutation, mirror_perm
 from sslandmarks.viz import prediction_grid, shapes_figure
 
@@ -161,6 +161,8 @@ def check_run(cfg: Config, out: str | Path, resume: bool) -> None:
         for i, source in enumerate(cfg.data.extra_sources):
             flip_permutation(source.spec or cfg.data.spec, f"data.augment_flip (for data.extra_sources[{i}])")
     mirror_perm(cfg.data.spec, cfg.data.test_flip)
+    if run_dir_busy(out):  # first: whatever the folder holds, another process is writing it right now
+        raise RunDirBusy(busy_message(out))
     last, saved = Path(out) / "checkpoints" / "last.ckpt", Path(out) / "config.yaml"
     if resume and not last.is_file():
         raise UserError(f"--resume: {last} does not exist; start without --resume")
