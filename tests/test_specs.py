@@ -28,3 +28,16 @@ def test_mirror_permutation_only_where_asked_and_possible():
         flip_permutation("", "data.augment_flip")
     with pytest.raises(UserError, match="data.spec='nope' is unknown"):
         layout("nope")
+
+
+def test_mtfl5_from_300w68_keeps_the_points_a_missing_one_does_not_touch():
+    """A NaN among the 68 points spoils only the MTFL points made from it (0 x NaN is NaN in a plain product)."""
+    import numpy as np
+
+    from sslandmarks.specs import mtfl5_from_300w68
+
+    pts = np.random.default_rng(0).random((68, 2))
+    full = mtfl5_from_300w68(pts)
+    pts[40] = np.nan  # point 41 (1-based): the right-hand side of the first eye's contour
+    part = mtfl5_from_300w68(pts)
+    assert np.isnan(part[0]).all() and np.allclose(part[1:], full[1:])

@@ -180,12 +180,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.time_to_accuracy and args.latency:
         raise UserError("give --time-to-accuracy or --latency, not both")
+    if not args.latency and (args.data or args.calibration or args.runs):
+        raise UserError("--data, --calibration and --runs are for --latency")
     if args.time_to_accuracy:
         return _time_to_accuracy(args)
     if args.latency:
         return _latency(args)
-    if args.data or args.calibration or args.runs or args.threads:
-        raise UserError("--data, --calibration, --runs and --threads are for --latency or --time-to-accuracy")
+    if args.threads:
+        raise UserError("--threads is for --latency or --time-to-accuracy")
     if args.out:
         ensure_writable_file(args.out)
     unknown = [m for m in args.models or [] if m not in BENCH_MODELS]

@@ -227,7 +227,7 @@ def _check_sources(cfg: Config) -> None:
             raise UserError(f"{key} needs a format (pts, mtfl, csv, ljson, coco) and a train_path")
         if s.spec and s.spec not in SPECS:
             raise UserError(f"{key}.spec={s.spec!r} is unknown: use one of {', '.join(SPECS)}")
-        if s.spec != d.spec and (d.spec, s.spec) not in POINT_MAPS:
+        if (s.spec or d.spec) != d.spec and (d.spec, s.spec) not in POINT_MAPS:  # no spec: data.spec's layout
             known = ", ".join(f"{a} -> {b}" for a, b in POINT_MAPS)
             raise UserError(f"{key}.spec={s.spec!r}: data.spec={d.spec!r} does not determine its points (known "
                             f"maps: {known}); use data.spec's layout")

@@ -156,8 +156,9 @@ def calibration_faces(cfg: Config, path: str | None = None, n: int = CALIBRATION
     paths = [path] if path is not None else list(cfg.data.train_path)
     missing = [p for p in paths if not Path(p).exists()]
     if missing or not paths:
-        raise UserError(f"--int8 calibrates on training-like faces: {missing[0] if missing else 'no training data'} "
-                        "is not here; give --calibration PATH (annotated faces, not the test set)")
+        where = f"{missing[0]} is not here" if missing else "the model's config names no training data"
+        raise UserError(f"int8 calibration needs training-like faces: {where}; give --calibration PATH "
+                        "(annotated faces, not the test set)")
     problems = Problems(skip_bad=True)
     samples = [s for p in paths for s in read_annotations(p, cfg.data.format if path is None else guess_format(p),
                                                           problems)]

@@ -110,4 +110,11 @@ def point_map(model: str, annotated: str, num_landmarks: int):
 def mtfl5_from_300w68(points):
     """MTFL's 5 points (eye centres, nose tip, mouth corners) from a 300-W 68-point annotation ``(68, 2)``
     numpy array: the eye centres are the means of the eye contours (points 37-42 and 43-48, 1-based)."""
-    return point_map("300w-68", "mtfl-5", 68) @ points
+    import numpy as np
+
+    m = point_map("300w-68", "mtfl-5", 68)
+    points = np.asarray(points, dtype=np.float64)
+    missing = np.isnan(points).any(-1)  # a missing point leaves NaN only in the points made from it
+    out = m @ np.nan_to_num(points)
+    out[(m[:, missing] > 0).any(1)] = np.nan
+    return out

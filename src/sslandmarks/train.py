@@ -272,7 +272,7 @@ class Batches:
         lab_idx, unl_idx = torch.nonzero(labelled & (source == 0))[:, 0], torch.nonzero(~labelled & (source == 0))[:, 0]
         if "L" in terms and len(lab_idx) == 0:
             raise UserError("no training image keeps its landmarks: raise data.labelled_pct")
-        if "ELT" in terms and cfg.loss.elt_on == "unlabelled" and bool(labelled.all()):  # (extra sources too)
+        if "ELT" in terms and cfg.loss.alpha > 0 and cfg.loss.elt_on == "unlabelled" and bool(labelled.all()):
             raise UserError(f"loss.variant={cfg.loss.variant} warps images without landmarks "
                             f"(loss.elt_on=unlabelled), but data.labelled_pct={cfg.data.labelled_pct:g} leaves none: "
                             "lower data.labelled_pct, or set loss.elt_on=all")

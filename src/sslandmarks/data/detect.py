@@ -39,7 +39,7 @@ DETECTOR_BOXES: dict[str, tuple[float, float, float]] = {
 }
 
 # The layouts whose models find their objects with dlib's face detector. A model of another layout (hands:
-# hand-21, hgr1-25) or of none (no data.spec, as in hands.yaml and multipie.yaml) has no detector: it takes
+# hand-21, hgr1-25) or of none (no data.spec, as in hands.yaml) has no detector: it takes
 # the boxes given, or the whole image.
 FACE_LAYOUTS = (*DETECTOR_BOXES, "aflw-19")
 

@@ -99,7 +99,8 @@ def read_source(src: SourceConfig, cfg: Config, problems: Problems, progress: bo
     if not samples:
         raise DataError(f"{path}: no samples")
     check_landmark_count(path, len(samples[0].landmarks), cfg, src.spec or cfg.data.spec)
-    return _cropped(samples, path, cfg, problems, set(src.attributes), progress, layout_frame(src.spec, cfg.data.spec))
+    frame = layout_frame(src.spec or cfg.data.spec, cfg.data.spec)
+    return _cropped(samples, path, cfg, problems, set(src.attributes), progress, frame)
 
 
 def load_splits(cfg: Config, problems: Problems | None = None, extra: bool = True) -> Splits:
