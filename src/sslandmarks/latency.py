@@ -292,7 +292,12 @@ def run_latency(models: list[str] | None = None, threads: list[int] | None = Non
     ort = _onnxruntime("bench --latency")
     models, threads = list(models or LATENCY_MODELS), list(threads or [1, 2])
     predictor = dlib_predictor()
-    photos = dlib_photos(data) if not isinstance(predictor, str) else None
+    photos = None
+    if not isinstance(predictor, str):
+        try:
+            photos = dlib_photos(data)
+        except UserError as e:  # e.g. faces of another layout: the dlib row says why it is missing
+            predictor = str(e)
     dlib = (predictor, photos[0], photos[1]) if photos is not None else None
     before = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as d:
