@@ -158,21 +158,8 @@ class _Writer:
             self.container.close()
 
 
-def video_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of the first video stream's frames, read from the container (nothing decoded)."""
-    av = _av()
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise UserError(f"{path}: no video stream in this file")
-            stream = container.streams.video[0]
-            return stream.codec_context.width, stream.codec_context.height
-    except (av.error.FFmpegError, OSError) as e:
-        raise UserError(f"video {path} is unreadable ({e})") from None
-
-
-def _frames(av, path: Path):
-    """``(frames per second, frame count or None, iterator of (rgb, seconds))`` of the first video stream."""
+def _open_video(av, path: Path):
+    """``(container, first video stream)`` of ``path``; one-line errors for an unreadable file or no video."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:
@@ -180,7 +167,19 @@ def _frames(av, path: Path):
     if not container.streams.video:
         container.close()
         raise UserError(f"{path}: no video stream in this file")
-    stream = container.streams.video[0]
+    return container, container.streams.video[0]
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the first video stream's frames, read from the container (nothing decoded)."""
+    container, stream = _open_video(_av(), path)
+    with container:
+        return stream.codec_context.width, stream.codec_context.height
+
+
+def _frames(av, path: Path):
+    """``(frames per second, frame count or None, iterator of (rgb, seconds))`` of the first video stream."""
+    container, stream = _open_video(av, path)
     stream.thread_type = "AUTO"
     fps = stream.average_rate or Fraction(25)
 
