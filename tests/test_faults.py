@@ -23,8 +23,9 @@ def train_args(out: Path, overrides: list[str]) -> list[str]:
     return ["train", "--config", BLOCKS, "--out", str(out), "--quiet", *sets(overrides)]
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_overrides):
-    overrides = tiny_overrides + ["train.steps=30", "train.device=cpu"]
+@pytest.mark.parametrize("ema", ["0", "0.9"])
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_overrides, ema):
+    overrides = tiny_overrides + ["train.steps=30", "train.device=cpu", f"train.ema={ema}"]
     assert main(train_args(tmp_path / "straight", overrides)) == 0
     expected = json.loads((tmp_path / "straight" / "metrics.json").read_text())
 
@@ -42,9 +43,13 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_overrides):
     assert got["test"] == expected["test"] and got["val"] == expected["val"]
     steps = [int(line.split(",")[0]) for line in (out / "log.csv").read_text().splitlines()[1:]]
     assert steps == list(range(5, 31, 5))  # no duplicated or missing rows after the resume
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)["model"]
-    resumed = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["model"]
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    for key in ("model", "train_model") if ema != "0" else ("model",):  # with train.ema: the average and the weights
+        assert all(torch.equal(straight[key][k], resumed[key][k]) for k in straight[key])
+    if ema != "0":
+        assert resumed["ema_updates"] == 30
+        assert not torch.equal(resumed["model"]["localizer.0.weight"], resumed["train_model"]["localizer.0.weight"])
 
 
 class _Evil:

@@ -79,15 +79,11 @@ def network_passes(cfg: Config, bl: int, bu: int) -> int:
     return 2 * (bl + bu) if cfg.loss.elt_on == "all" else bl + 2 * bu
 
 
-def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tuple[int, int] | None = None,
-                infer_batch: int = 256, warmup: int = 3) -> dict:
-    """Measure one model; ``batch = (labelled, unlabelled)`` per step (default: the config's); ``warmup``
-    untimed calls before each measurement."""
-    file, extra = BENCH_MODELS[name]
-    cfg = with_overrides(load_config(CONFIGS / file), extra)
+def train_step_fn(cfg: Config, device: torch.device, bl: int, bu: int, bf16: bool) -> tuple:
+    """``(model, step)``: a channels-last model of ``cfg`` and a closure running one training step of ``bl``
+    labelled + ``bu`` unlabelled images of random data (augmentation, ELT warp, losses, backward, Adam), in
+    bfloat16 autocast when ``bf16``: what ``bench`` times and ``scripts/profile_step.py`` profiles."""
     kind = model_entry(cfg.model.name).landmark_loss
-    bl, bu = batch or (cfg.train.batch_labelled, cfg.train.batch_unlabelled)
-    cuda = device.type == "cuda"
     model = build_model(cfg.model).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     data = _fake_data(cfg, 512, device)
@@ -96,7 +92,7 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
     size = cfg.model.input_size
     elt = AffineRanges(cfg.loss.elt_rotation_deg, cfg.loss.elt_scale, cfg.loss.elt_translate)
     aug = AffineRanges(cfg.data.augment_rotation_deg, cfg.data.augment_scale, cfg.data.augment_translate * max(size))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     step_no = [0]
 
     def train_step() -> None:
@@ -113,6 +109,21 @@ def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tu
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    return model, train_step
+
+
+def bench_model(name: str, device: torch.device, seconds: float = 2.0, batch: tuple[int, int] | None = None,
+                infer_batch: int = 256, warmup: int = 3) -> dict:
+    """Measure one model; ``batch = (labelled, unlabelled)`` per step (default: the config's); ``warmup``
+    untimed calls before each measurement."""
+    file, extra = BENCH_MODELS[name]
+    cfg = with_overrides(load_config(CONFIGS / file), extra)
+    bl, bu = batch or (cfg.train.batch_labelled, cfg.train.batch_unlabelled)
+    size = cfg.model.input_size
+    cuda = device.type == "cuda"
+    model, train_step = train_step_fn(cfg, device, bl, bu, bf16=cuda)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
 
     passes = network_passes(cfg, bl, bu)
     ceiling_x = torch.rand(passes, cfg.model.in_channels, *size, device=device).contiguous(

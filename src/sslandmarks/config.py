@@ -153,6 +153,11 @@ class TrainConfig:
     # hardware multiplies bfloat16 natively (a CPU with AMX-BF16, a CUDA GPU with bf16), else 32-true
     precision: str = "32-true"
     channels_last: bool = True
+    # decay of an exponential moving average of the weights and BatchNorm statistics (0 = off); when on, the
+    # average is what validation scores and what best.ckpt, the checkpoints' "model" and the final model hold.
+    # Its decay warms up as min(ema, (1 + n) / (10 + n)) after n updates, so early validations are not stuck
+    # near the random start
+    ema: float = 0.0
     # start from these weights (a checkpoint path or a bundled model name) with a fresh optimiser and
     # schedule: fine-tuning; tensors whose name or shape differ (e.g. another landmark count) start fresh
     init: str = ""
@@ -188,6 +193,11 @@ def validate(cfg: Config) -> None:
             raise UserError(f"train.{name} must be >= 1")
     if not cfg.train.lr > 0:
         raise UserError(f"train.lr={cfg.train.lr} must be greater than 0")
+    if not 0.0 <= cfg.train.ema < 1.0:
+        raise UserError(f"train.ema={cfg.train.ema} is a decay per step: give a value in [0, 1), e.g. 0.999 (0 = off)")
+    if cfg.train.ema > 0 and cfg.train.precision == "64-true":
+        raise UserError("train.ema with train.precision=64-true is not supported (float64 is for checks of the "
+                        "arithmetic): set train.ema=0")
     for section, name in (("train", "batch_unlabelled"), ("train", "warmup_steps"), ("loss", "lam"),
                           ("loss", "alpha"), ("loss", "gamma"), ("loss", "attribute")):
         if getattr(getattr(cfg, section), name) < 0:

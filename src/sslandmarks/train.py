@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from sslandmarks.checkpoint import init_weights, load_checkpoint, save_checkpoint
@@ -189,6 +190,12 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     start: int = 0  # steps already done (resume)
     best: float = math.inf  # best validation score so far
+    ema: AveragedModel | None = None  # the moving average of the weights (train.ema > 0)
+
+    @property
+    def scored(self) -> nn.Module:
+        """The weights that validation scores and the checkpoints' ``model`` holds: the average when on."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def last(self) -> Path:
@@ -227,6 +234,22 @@ def launch(cfg: Config, devices: int, num_nodes: int):
     return fabric
 
 
+def ema_update(decay: float):
+    """``AveragedModel``'s update of every tensor group (one device and dtype): ``avg += (1 - d)(w - avg)``
+    with ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates; integer buffers (BatchNorm's batch
+    count) are copied."""
+
+    @torch.no_grad()
+    def update(averaged: list[Tensor], current: list[Tensor], n: Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        torch._foreach_lerp_(averaged, current, 1 - d)
+
+    return update
+
+
 def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
     """The run folder (rank 0 writes ``config.yaml``), the model (its BatchNorm synchronised when there are
     several processes), Adam and the schedule: fresh, from ``train.init`` weights, or from ``last.ckpt``."""
@@ -242,10 +265,10 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
     run = Run(cfg, out, fabric, model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg)))
-    if resume:
-        state = load_checkpoint(run.last)
+    state = load_checkpoint(run.last) if resume else None
+    if state is not None:
         try:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(state.get("train_model", state["model"]))
         except RuntimeError as e:
             raise UserError(f"{run.last} does not fit this config's model ({str(e).splitlines()[0][:120]}); "
                             "resume with the run's own config.yaml") from None
@@ -256,6 +279,12 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
             torch.set_rng_state(state["rng"][rank].clone())
     elif tc.init:
         init_weights(model, tc.init, verbose=rank == 0)
+    if tc.ema > 0:  # from the weights training starts with (fresh, fine-tuned or resumed)
+        run.ema = AveragedModel(model, multi_avg_fn=ema_update(tc.ema), use_buffers=True).eval()
+        if state is not None:
+            run.ema.module.load_state_dict(state["model"])
+            run.ema.n_averaged.fill_(state["ema_updates"])
+        run.ema = run.ema.to(fabric.device)
     run.model, run.optimizer = fabric.setup(model, optimizer)
     return run
 
@@ -368,10 +397,12 @@ def save_state(run: Run, step: int, path: Path) -> None:
     world = run.fabric.world_size
     rng = run.fabric.all_gather(torch.get_rng_state()).reshape(world, -1).cpu()
     state = {
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "model": run.scored.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "step": step, "best_val_score": run.best,
         "config": to_dict(run.cfg), "rng": rng,
     }
+    if run.ema is not None:  # the trained weights too, to resume; "model" is the average
+        state.update(train_model=run.model.state_dict(), ema_updates=int(run.ema.n_averaged))
     if run.rank == 0:
         save_checkpoint(path, state)
     run.fabric.barrier()
@@ -394,6 +425,8 @@ def train_step(run: Run, batch: LandmarkData, transforms: Tensor | None, step: i
     run.fabric.backward(loss)
     run.optimizer.step()
     run.scheduler.step()
+    if run.ema is not None:  # from the module Fabric wraps, whose tensors are in the average's order
+        run.ema.update_parameters(getattr(run.model, "module", run.model))
     return {"total": loss, **losses}
 
 
@@ -450,7 +483,8 @@ def _train(run: Run, splits: Splits, progress: bool) -> tuple[dict, nn.Module]:
         log.add(train_step(run, *batches.at(step), step))
         done, score, nme = step + 1, None, None
         if done % tc.eval_every == 0 or done == tc.steps:
-            metrics = evaluate_data(run.model, val, cfg)
+            with fabric.autocast():  # the average is not wrapped by Fabric: its precision, as for the model
+                metrics = evaluate_data(run.scored, val, cfg)
             score, nme = selection_score(metrics, cfg), metrics.get("nme")
             if score < run.best or not math.isfinite(run.best):
                 run.best = score

@@ -1,0 +1,44 @@
+"""train.ema: the moving average's update rule (warm-up of the decay, integer buffers copied) and its checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from conftest import BLOCKS
+from sslandmarks.config import load_config
+from sslandmarks.errors import UserError
+from sslandmarks.train import ema_update
+
+
+def test_ema_follows_its_recurrence_with_the_decay_warm_up():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    avg = AveragedModel(net, multi_avg_fn=ema_update(0.9), use_buffers=True)
+    expected = {k: v.clone().float() for k, v in net.state_dict().items()}
+    for n in range(6):
+        net.train()
+        net(torch.randn(8, 3))  # moves the BatchNorm statistics and its batch count
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        avg.update_parameters(net)
+        d = min(0.9, (1 + n) / (10 + n))  # n = updates before this one; the first copies
+        for k, v in net.state_dict().items():
+            if v.is_floating_point():
+                expected[k] = v.clone() if n == 0 else d * expected[k] + (1 - d) * v
+    got = avg.module.state_dict()
+    for k, v in net.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(got[k], expected[k], rtol=1e-6, atol=1e-6)
+        else:  # num_batches_tracked: copied, not averaged
+            assert torch.equal(got[k], v)
+    assert not torch.allclose(got["0.weight"], net.state_dict()["0.weight"])  # an average, not the weights
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_ema_outside_its_range_is_refused(value):
+    with pytest.raises(UserError, match="train.ema"):
+        load_config(BLOCKS, [f"train.ema={value}"])
