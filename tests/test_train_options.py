@@ -1,4 +1,4 @@
-"""train.ema: the moving average's update rule (warm-up of the decay, integer buffers copied) and its checks."""
+"""train.ema (the moving average: update rule, warm-up, checks) and precision auto (which CPUs train in bfloat16)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ def test_ema_follows_its_recurrence_with_the_decay_warm_up():
 def test_ema_outside_its_range_is_refused(value):
     with pytest.raises(UserError, match="train.ema"):
         load_config(BLOCKS, [f"train.ema={value}"])
+
+
+@pytest.mark.parametrize("isa, expected", [("AVX2", "32-true"), ("AVX512_CORE_BF16", "32-true"),
+                                           ("AVX512_CORE_AMX", "bf16-mixed"), ("ALL", "bf16-mixed")])
+def test_precision_auto_follows_what_onednn_may_use(monkeypatch, isa, expected):
+    import sslandmarks.train as train_mod
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert train_mod.resolve_precision("auto", "cpu") == expected
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert train_mod.resolve_precision("auto", "cpu") == "32-true"
+    assert train_mod.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
