@@ -55,3 +55,22 @@ def test_precision_auto_follows_what_onednn_may_use(monkeypatch, isa, expected):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert train_mod.resolve_precision("auto", "cpu") == "32-true"
     assert train_mod.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_log_counts_cpu_seconds_and_reports_prefer_them(tmp_path, tiny_overrides):
+    import csv
+
+    from conftest import sets
+    from sslandmarks.cli import main
+    from sslandmarks.report import _logged_seconds
+
+    out = tmp_path / "run"
+    assert main(["train", "--config", BLOCKS, "--out", str(out), "--quiet",
+                 *sets(tiny_overrides + ["train.steps=10", "train.device=cpu"])]) == 0
+    rows = list(csv.DictReader((out / "log.csv").open(newline="")))
+    cpu = [float(r["cpu_seconds"]) for r in rows]
+    assert all(b >= a > 0 for a, b in zip(cpu, cpu[1:]))  # CPU time of the run, growing row by row
+    assert _logged_seconds(out / "log.csv") == cpu[-1]
+    old = tmp_path / "old.csv"  # a log written before the column: its wall-clock seconds
+    old.write_text("step,seconds\n5,1.5\n10,3.25\n")
+    assert _logged_seconds(old) == 3.25

@@ -25,12 +25,14 @@ def _stats(vals: list[float]) -> tuple[float, float]:
 
 
 def _logged_seconds(log: Path) -> float:
-    """The training time a run's ``log.csv`` ends with (0 when there is none)."""
+    """The training time a run's ``log.csv`` ends with (0 when there is none): its CPU time (``cpu_seconds``),
+    or, in logs written before that column, its wall-clock ``seconds``."""
     if not log.is_file():
         return 0.0
     with log.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else 0.0
+    last = rows[-1] if rows else {}
+    return float(last.get("cpu_seconds") or last.get("seconds") or 0.0)
 
 
 def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> list[dict]:
@@ -159,7 +161,8 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
              f"Protocol: {protocol.note}", "",
              f"Device: {machine()}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min. "
-             f"Training hours of the cells (their logs' wall-clock, evaluation included), per row: "
+             "Training hours of the cells (their logs' CPU time, evaluation included; wall-clock for cells logged "
+             "before log.csv had cpu_seconds), per row: "
              f"{_hours_by_row(table, results)}.", ""]
     if extra:
         lines += ["Every cell ran with these changes to the configs (`--set`): "

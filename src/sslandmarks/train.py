@@ -353,14 +353,15 @@ class Batches:
 
 class TrainLog:
     """``log.csv``: every ``log_every`` steps (and at each validation) the mean of every loss term since the
-    previous row, over all ranks, with the learning rate, the validation score and the elapsed seconds."""
+    previous row, over all ranks, with the learning rate, the validation score, the elapsed wall-clock
+    ``seconds`` and ``cpu_seconds`` (this process's CPU time, all its threads; a suspended run does not count)."""
 
     def __init__(self, run: Run, heads: list[str]) -> None:
         self.path, self.fabric, self.rank = run.out / "log.csv", run.fabric, run.rank
         self.columns = ["step", "lr", *LOG_TERMS, *[f"attribute/{k}" for k in heads], "val_score", "val_nme",
-                        "seconds"]
+                        "seconds", "cpu_seconds"]
         self.sums: dict[str, Tensor] = {}
-        self.count, self.t0 = 0, time.time()
+        self.count, self.t0, self.cpu0 = 0, time.time(), time.process_time()
         if self.rank == 0:  # new, or on resume only the rows up to the checkpoint's step (later ones are redone)
             rows: list[dict] = []
             if run.start and self.path.is_file():
@@ -373,6 +374,8 @@ class TrainLog:
                 w.writerows(rows)
             if rows and rows[-1].get("seconds"):  # ``seconds`` go on from where the kept rows end: a run's total
                 self.t0 -= float(rows[-1]["seconds"])
+            if rows and rows[-1].get("cpu_seconds"):
+                self.cpu0 -= float(rows[-1]["cpu_seconds"])
 
     def add(self, losses: dict[str, Tensor]) -> None:
         for k, v in losses.items():
@@ -382,7 +385,8 @@ class TrainLog:
     def write(self, step: int, lr: float, score: float | None, nme: float | None = None) -> dict[str, float]:
         """Append a row (rank 0) and start new sums; returns the means, averaged over the ranks."""
         means = {k: float(self.fabric.all_reduce(v / self.count, reduce_op="mean")) for k, v in self.sums.items()}
-        row = {"step": step, "lr": lr, **means, "seconds": round(time.time() - self.t0, 2)}
+        row = {"step": step, "lr": lr, **means, "seconds": round(time.time() - self.t0, 2),
+               "cpu_seconds": round(time.process_time() - self.cpu0, 2)}
         row["val_score"] = "" if score is None else score
         row["val_nme"] = "" if nme is None else nme
         if self.rank == 0:
