@@ -1,4 +1,5 @@
-"""train.ema (the moving average: update rule, warm-up, checks) and precision auto (which CPUs train in bfloat16)."""
+"""Training options: train.ema (update rule, warm-up, checks), precision auto (which CPUs train in bfloat16), and
+log.csv's cpu_seconds (what table reports count)."""
 
 from __future__ import annotations
 
