@@ -30,8 +30,9 @@ def profile_step(cfg, bf16: bool, steps: int, top: int) -> None:
         for _ in range(steps):
             step()
     per_step = (time.perf_counter() - t0) / steps * 1e3
-    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    ops = prof.key_averages()
+    rows = sorted(ops, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    total = sum(e.self_cpu_time_total for e in ops)
     print(f"\n{'bfloat16 autocast' if bf16 else 'float32'}: {per_step:.0f} ms per step (profiled, {steps} steps, "
           f"{bl} + {bu} images, {torch.get_num_threads()} thread(s))")
     print(f"{'op':<44}{'calls/step':>11}{'ms/step':>9}{'share':>7}")
