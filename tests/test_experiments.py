@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -369,3 +370,23 @@ def test_publish_copies_the_aggregate_under_the_tables_name(tiny_grid, tmp_path)
     md = (dest / "blocks_table1.md").read_text()
     assert md.startswith((src / "table.md").read_text()) and "](blocks_table1.png)" in md
     assert main(["reproduce", "shapes-figure3", "--out", str(tmp_path / "s"), "--publish", str(dest)]) == 2
+
+
+def test_table_md_says_where_the_papers_orderings_held():
+    from sslandmarks.report import _claim_lines
+    from sslandmarks.tables import Claim, Row, Table
+
+    table = Table(rows=(Row("A", "blocks.yaml", "L"), Row("B", "blocks.yaml", "L")), fractions=(1.0, 5.0, 10.0),
+                  metric="mean_error_px", unit="px", title="t",
+                  claims=(Claim("A", "B", (1.0, 5.0, 10.0)), Claim("A", "B", (5.0,), 0.5)))
+
+    def cell(model, pct, mean, std=0.1, seeds=3):
+        return {"model": model, "labelled_pct": pct, "mean": mean, "std": std, "seeds": seeds}
+
+    results = [cell("A", 1.0, 2.0), cell("B", 1.0, 1.9), cell("A", 5.0, 1.0), cell("B", 5.0, 1.9),
+               cell("A", 10.0, 3.0, seeds=0), cell("B", 10.0, 4.0)]
+    lines = _claim_lines(table, results)
+    assert lines[-2] == ("- A < B: held at 5 %; not at 1 % (2.00 +- 0.10 vs 1.90 +- 0.10, 3 seed(s) each); "
+                         "not computed yet at 10 %.")
+    assert lines[-1] == "- A <= 0.5 x B: not at 5 % (1.00 +- 0.10 vs 1.90 +- 0.10, 3 seed(s) each)."
+    assert _claim_lines(dataclasses.replace(table, claims=()), results) == []

@@ -147,7 +147,35 @@ def machine() -> str:
 
 def _hours_by_row(table: Table, results: list[dict]) -> str:
     per_row = {row.name: sum(r["train_minutes"] for r in results if r["model"] == row.name) / 60 for row in table.rows}
-    return ", ".join(f"{name} {h:.2f}" for name, h in per_row.items()) + f"; in all {sum(per_row.values()):.2f}"
+    total, cores = sum(per_row.values()), os.cpu_count() or 1
+    return (", ".join(f"{name} {h:.2f}" for name, h in per_row.items()) + f"; in all {total:.2f}, that is "
+            f"{total / cores:.2f} hours of this {cores}-core machine with every core busy (one 1-thread cell per core)")
+
+
+def _claim_lines(table: Table, results: list[dict]) -> list[str]:
+    """One line per claim of ``table``: the fractions where it held on the cells' means, and, where it did not,
+    both cells' mean +- std over their seeds; cells not computed yet are named as such."""
+    if not table.claims:
+        return []
+    by = {(r["model"], r["labelled_pct"]): r for r in results if r["seeds"]}
+    lines = ["", "The paper's orderings, on the means over the seeds (lower is better):", ""]
+    for c in table.claims:
+        held, failed, missing = [], [], []
+        for pct in c.fractions:
+            a, b = by.get((c.a, pct)), by.get((c.b, pct))
+            if a is None or b is None:
+                missing.append(f"{pct:g}")
+            elif a["mean"] <= c.factor * b["mean"] if c.factor != 1.0 else a["mean"] < b["mean"]:
+                held.append(f"{pct:g}")
+            else:
+                seeds = f"{a['seeds']} seed(s) each" if a["seeds"] == b["seeds"] else f"{a['seeds']} and {b['seeds']} seeds"
+                failed.append(f"{pct:g} % ({a['mean']:.2f} +- {a['std']:.2f} vs {b['mean']:.2f} +- {b['std']:.2f}, "
+                              f"{seeds})")
+        rel = "<" if c.factor == 1.0 else f"<= {c.factor:g} x"
+        parts = ([f"held at {', '.join(held)} %"] if held else []) + ([f"not at {'; '.join(failed)}"] if failed else [])
+        parts += [f"not computed yet at {', '.join(missing)} %"] if missing else []
+        lines.append(f"- {c.a} {rel} {c.b}: " + "; ".join(parts) + ".")
+    return lines
 
 
 def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool, seconds: float,
@@ -172,6 +200,7 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
     if table.note:
         lines += [table.note, ""]
     lines += _md_table(table, results, "mean", "paper", True, list(table.rows))
+    lines += _claim_lines(table, results)
     for key, label, lower in table.also:
         names = {r["model"] for r in results if not math.isnan(r.get(f"{key}_mean", math.nan))}
         if names:

@@ -37,6 +37,17 @@ class Protocol:
         return self.seeds if isinstance(self.seeds, int) else self.seeds.get(pct, 1)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """An ordering the paper reports: row ``a`` <= ``factor`` x row ``b`` at each of ``fractions`` (strictly
+    below when ``factor`` is 1), on the table's metric (lower is better). ``table.md`` says where it held."""
+
+    a: str
+    b: str
+    fractions: tuple[float, ...]
+    factor: float = 1.0
+
+
 PAPER = Protocol(note="The configs as they are (the paper's tables S5-S9 where they say, 5 seeds per cell).")
 
 
@@ -54,6 +65,7 @@ class Table:
     note: str = ""  # said under the table (e.g. where the data differ from the paper's)
     also: tuple[tuple[str, str, bool], ...] = ()  # more metrics: (metrics.json key, dotted; label; lower is better)
     protocols: dict[str, Protocol] = field(default_factory=lambda: {"paper": PAPER})  # the first is the default
+    claims: tuple[Claim, ...] = ()  # the paper's orderings, checked in table.md
 
     @property
     def has_paper(self) -> bool:
@@ -109,6 +121,11 @@ BLOCKS_TABLE1 = Table(
     quick={"data": {"n_val": 300, "n_test": 600},
            "train": {"steps": 60, "eval_every": 30, "log_every": 30, "checkpoint_every": 30}},
     protocols={"cpu": BLOCKS_CPU, "paper": PAPER},
+    claims=(Claim("Seq-MT (L+ELT+A)", "Seq-MT (L+ELT)", (1.0, 5.0, 10.0, 20.0), 1.05),
+            Claim("Seq-MT (L+ELT)", "Seq-MT (L)", (1.0, 5.0, 10.0, 20.0)),
+            Claim("Seq-MT (L)", "Heatmap-MT (L)", (1.0, 5.0, 10.0, 20.0)),
+            Claim("Heatmap-MT (L)", "Comm-MT (L)", (1.0, 5.0, 10.0, 20.0)),
+            Claim("Seq-MT (L+ELT+A)", "Seq-MT (L)", (5.0,), 0.5)),
 )
 REAL_DATA_QUICK = {"train": {"steps": 40, "eval_every": 20, "log_every": 20, "checkpoint_every": 20}}
 HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
@@ -154,6 +171,7 @@ HGR1_TABLE2 = Table(
     accuracy="gesture",
     compare=("Seq-MT (L)", "Seq-MT (L+ELT+A)", 5.0),
     protocols={"cpu": HGR1_CPU, "paper": PAPER},
+    claims=(Claim("Seq-MT (L+A)", "Seq-MT (L)", (5.0,)), Claim("Seq-MT (L+ELT+A)", "Seq-MT (L)", (5.0,), 0.8)),
     note="The landmarks are **MediaPipe Hands' output (machine-made, not human annotation)**: the figures measure "
          "agreement with MediaPipe Hands on 21 points, normalised by the palm width (points 5-17). The paper's "
          "figures (in brackets) are on HGR1's 25 human-annotated points normalised by the wrist width, and the "
@@ -196,6 +214,8 @@ MTFL_TABLE = Table(
                for head in ("gender", "smile", "glasses", "pose")),
     compare=("Seq-MT (L)", "Seq-MT (L+ELT+A)", 5.0),
     protocols={"cpu": MTFL_CPU, "paper": PAPER},
+    claims=(Claim("Seq-MT (L+ELT+A)", "Seq-MT (L)", (5.0,), 0.85), Claim("Seq-MT (L+ELT+A)", "Seq-MT (L)", (1.0,)),
+            Claim("RCN+ (L+ELT+A)", "RCN+ (L)", (1.0, 5.0))),
     note="Trained on MTFL's training list (LFW + web faces, a tenth held out for validation), tested on its AFLW "
          "list; the four attribute heads (gender, smile, glasses, 5 poses) read the 5 predicted landmarks. The "
          "paper reports no MTFL table (its AFLW results use 19 points), so there is no paper column.",
@@ -232,6 +252,7 @@ W300_TABLE = Table(
     also=(("nme_by.interpupil", "NME (% of inter-pupil distance)", True), ("auc@0.08", "AUC@0.08", False),
           ("failure_rate@0.08", "failure rate@0.08", True)),
     protocols={"cpu": W300_CPU, "paper": PAPER},
+    claims=(Claim("Seq-MT (L+ELT)", "Seq-MT (L)", (5.0, 10.0, 20.0)), Claim("RCN+ (L+ELT)", "RCN+ (L)", (5.0, 10.0, 20.0))),
     note="Inter-ocular = outer eye corners (points 37 and 46); inter-pupil = the eye contours' centres. ELT on every "
          "image (the paper's 300-W protocol), so (L+ELT) has a 100 % column. The paper's Table 6 is on the full "
          "300-W test set (HELEN + LFPW + IBUG, eye-centre normalised; Fullset at 5/10/20/50/100 %: Seq-MT (L) "
