@@ -168,7 +168,8 @@ def _claim_lines(table: Table, results: list[dict]) -> list[str]:
             elif a["mean"] <= c.factor * b["mean"] if c.factor != 1.0 else a["mean"] < b["mean"]:
                 held.append(f"{pct:g}")
             else:
-                seeds = f"{a['seeds']} seed(s) each" if a["seeds"] == b["seeds"] else f"{a['seeds']} and {b['seeds']} seeds"
+                n_a, n_b = a["seeds"], b["seeds"]
+                seeds = f"{n_a} seed(s) each" if n_a == n_b else f"{n_a} and {n_b} seeds"
                 failed.append(f"{pct:g} % ({a['mean']:.2f} +- {a['std']:.2f} vs {b['mean']:.2f} +- {b['std']:.2f}, "
                               f"{seeds})")
         rel = "<" if c.factor == 1.0 else f"<= {c.factor:g} x"

@@ -252,7 +252,8 @@ W300_TABLE = Table(
     also=(("nme_by.interpupil", "NME (% of inter-pupil distance)", True), ("auc@0.08", "AUC@0.08", False),
           ("failure_rate@0.08", "failure rate@0.08", True)),
     protocols={"cpu": W300_CPU, "paper": PAPER},
-    claims=(Claim("Seq-MT (L+ELT)", "Seq-MT (L)", (5.0, 10.0, 20.0)), Claim("RCN+ (L+ELT)", "RCN+ (L)", (5.0, 10.0, 20.0))),
+    claims=(Claim("Seq-MT (L+ELT)", "Seq-MT (L)", (5.0, 10.0, 20.0)),
+            Claim("RCN+ (L+ELT)", "RCN+ (L)", (5.0, 10.0, 20.0))),
     note="Inter-ocular = outer eye corners (points 37 and 46); inter-pupil = the eye contours' centres. ELT on every "
          "image (the paper's 300-W protocol), so (L+ELT) has a 100 % column. The paper's Table 6 is on the full "
          "300-W test set (HELEN + LFPW + IBUG, eye-centre normalised; Fullset at 5/10/20/50/100 %: Seq-MT (L) "
