@@ -23,7 +23,8 @@ def test_mirror_permutation_only_where_asked_and_possible():
     assert mirror_perm("mtfl-5", False) is None and mirror_perm("", False) is None
     assert mirror_perm("mtfl-5", True) == (1, 0, 2, 4, 3) == flip_permutation("mtfl-5", "data.augment_flip")
     with pytest.raises(UserError, match="data.test_flip needs a data.spec with a flip permutation"):
-        mirror_perm("hand-21", True)  # one hand's mirror is the other hand
+        mirror_perm("hgr1-25", True)
+    assert mirror_perm("hand-21", True) == tuple(range(21))  # a mirrored right hand is a left one, same names
     with pytest.raises(UserError, match=r"data.augment_flip needs a data.spec .*\(none given"):
         flip_permutation("", "data.augment_flip")
     with pytest.raises(UserError, match="data.spec='nope' is unknown"):

@@ -53,8 +53,9 @@ SPECS: dict[str, LandmarkSpec] = {
     ),
     # HGR1's 25 hand points (no flip: one hand's mirror is the other hand)
     "hgr1-25": LandmarkSpec("hgr1-25", 25, None, {}, "box_diagonal"),
-    # MediaPipe Hands' 21 points: 0 wrist, thumb 1-4, index 5-8, middle 9-12, ring 13-16, pinky 17-20
-    "hand-21": LandmarkSpec("hand-21", 21, None, {"palm_width": (5, 17)}, "palm_width"),
+    # MediaPipe Hands' 21 points: 0 wrist, thumb 1-4, index 5-8, middle 9-12, ring 13-16, pinky 17-20. A mirror
+    # turns a right hand into a left one and every point keeps its name (MediaPipe numbers both hands alike)
+    "hand-21": LandmarkSpec("hand-21", 21, tuple(range(21)), {"palm_width": (5, 17)}, "palm_width"),
 }
 
 
