@@ -47,6 +47,10 @@ class Claim:
     fractions: tuple[float, ...]
     factor: float = 1.0
 
+    def holds(self, a: float, b: float) -> bool:
+        """Whether errors ``a`` (of row ``a``) and ``b`` keep the ordering."""
+        return a < b if self.factor == 1.0 else a <= self.factor * b
+
 
 PAPER = Protocol(note="The configs as they are (the paper's tables S5-S9 where they say, 5 seeds per cell).")
 
