@@ -51,10 +51,10 @@ SPECS: dict[str, LandmarkSpec] = {
         "aflw-19", 19, (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18),
         {"eye_centres": ((6, 7, 8), (9, 10, 11))}, "box_diagonal",
     ),
-    # HGR1's 25 hand points (no flip: one hand's mirror is the other hand)
-    "hgr1-25": LandmarkSpec("hgr1-25", 25, None, {}, "box_diagonal"),
-    # MediaPipe Hands' 21 points: 0 wrist, thumb 1-4, index 5-8, middle 9-12, ring 13-16, pinky 17-20. A mirror
-    # turns a right hand into a left one and every point keeps its name (MediaPipe numbers both hands alike)
+    # Hands: a mirror turns a right hand into a left one and every point keeps its name (both hands are numbered
+    # alike), so their flip permutation is the identity. HGR1's 25 human-annotated points:
+    "hgr1-25": LandmarkSpec("hgr1-25", 25, tuple(range(25)), {}, "box_diagonal"),
+    # MediaPipe Hands' 21 points: 0 wrist, thumb 1-4, index 5-8, middle 9-12, ring 13-16, pinky 17-20
     "hand-21": LandmarkSpec("hand-21", 21, tuple(range(21)), {"palm_width": (5, 17)}, "palm_width"),
 }
 
