@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import BLOCKS, ROOT, SHARED_DATA, requires_shared_data, sets
@@ -357,3 +358,51 @@ def test_a_numeric_column_no_head_reads_is_dropped_not_trained_on(tmp_path, tiny
     assert main(["train", "--config", BLOCKS, "--out", str(tmp_path / "run"), "--quiet", *sets(items)]) == 0, (
         capsys.readouterr().err)
     assert "attribute_accuracy" not in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def _face_checkpoint_on(tmp_path: Path) -> tuple[Path, object]:
+    """An untrained tiny 68-point model whose config trains on 9 generated faces (3 held out) and tests on 4."""
+    from conftest import write_faces
+    from sslandmarks.checkpoint import save_checkpoint
+    from sslandmarks.config import load_config, to_dict
+    from sslandmarks.models import build_model
+
+    train, test = write_faces(tmp_path / "train", 9), write_faces(tmp_path / "test", 4)
+    cfg = load_config(ROOT / "configs" / "300w_fast.yaml", [
+        "model.width=4", "model.levels=2", "model.input_size=[32,32]", f"data.train_path=[{train}]",
+        f"data.test_path=[{test}]", "data.val_fraction=0.34"])
+    torch.manual_seed(0)
+    path = tmp_path / "face.ckpt"
+    save_checkpoint(path, {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg)})
+    return path, cfg
+
+
+def test_evaluate_own_validation_split_of_a_files_model(tmp_path, monkeypatch, capsys):
+    """Without --data, --split val scores exactly the faces training held out (landmark or detector boxes)."""
+    import sslandmarks.evaluate as ev
+    from sslandmarks.data.sources import load_splits
+
+    ckpt, cfg = _face_checkpoint_on(tmp_path)
+    val = load_splits(cfg, extra=False).val
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--split", "val", "--out", str(tmp_path / "v.json")]) == 0
+    m = json.loads((tmp_path / "v.json").read_text())
+    assert m["n_images"] == len(val) == 3 and sorted(m["per_image_file"]) == sorted(val.names)
+    seen = []
+
+    def spy(samples, *args, **kwargs):  # stands in for dlib: records the photos, crops them from their landmarks
+        seen.extend(s.where or str(s.image) for s in samples)
+        return val, []
+
+    monkeypatch.setattr(ev, "detector_crops", spy)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--split", "val", "--detector", "dlib",
+                 "--out", str(tmp_path / "d.json")]) == 0
+    assert sorted(seen) == sorted(val.names)
+    assert json.loads((tmp_path / "d.json").read_text())["detector"]["found"] == 3
+    (tmp_path / "train" / "f0.pts").rename(tmp_path / "f0.pts")
+    for p in (tmp_path / "train").iterdir():
+        p.unlink()
+    (tmp_path / "train").rmdir()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--split", "val", "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train" in err and "is not here" in err

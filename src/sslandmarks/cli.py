@@ -280,7 +280,9 @@ def _evaluate_args(sub) -> None:
     e.add_argument("--format", choices=["pts", "mtfl", "csv", "ljson", "coco"],
                    help="annotation format (default: from the path)")
     e.add_argument("--skip-bad", action="store_true", help="skip bad samples and list them instead of stopping")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of a synthetic dataset")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="without --data: which of the checkpoint's own splits to score (a synthetic dataset's, or "
+                   "for a model trained on files the same held-out validation or test faces as in training)")
     e.add_argument("--out", required=True, help="JSON file to write")
     e.add_argument("--ced", help="also draw the cumulative error distribution (per-image NME) to this PNG")
     e.add_argument("--detector", choices=["dlib"], help="crop each face from dlib's detector box, as predict does, "

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sslandmarks.api import load
 from sslandmarks.data.detect import detector_crops
-from sslandmarks.data.formats import Problems, read_annotations
-from sslandmarks.data.sources import FILES_NORMALIZER, SOURCES, check_landmark_count, read_files
+from sslandmarks.data.formats import DataError, Problems, read_annotations
+from sslandmarks.data.sources import FILES, FILES_NORMALIZER, SOURCES, check_landmark_count, load_splits, read_files
 from sslandmarks.errors import UserError
 from sslandmarks.inference import evaluate_data
 from sslandmarks.specs import layout
@@ -35,35 +35,61 @@ def evaluate_checkpoint(
     """Metrics of a checkpoint on ``data``: annotated files (``fmt`` pts | mtfl | csv, guessed from the
     path when omitted; each face cropped from its ground-truth landmark box, or with ``detector="dlib"``
     from the face detector's box as ``predict`` does, missed faces listed under ``detector.missed``) or,
-    by default, the test ``split`` of the checkpoint's own synthetic dataset. Skipped samples are listed
-    under ``skipped``; with names, ``per_image_file`` beside ``per_image_nme``. ``threads``: torch's intra-op
-    threads (one is the fastest on a busy machine); ``progress``: progress bars on stderr."""
+    by default, the ``split`` of the checkpoint's own data: its synthetic dataset, or for a model trained
+    on files the same train / validation / test faces as in training (its config's paths, read from
+    here). Skipped samples are listed under ``skipped``; with names, ``per_image_file`` beside
+    ``per_image_nme``. ``threads``: torch's intra-op threads (one is the fastest on a busy machine);
+    ``progress``: progress bars on stderr."""
     landmarker = load(checkpoint, device=device, threads=threads)  # the public API's model: names, threads, device
     model, cfg = landmarker.model, landmarker.cfg
-    if detector is not None and (data is None or data in SOURCES or cfg.data.name != "files"):
-        raise UserError("--detector applies to models trained on face crops, scored on annotated photos (--data)")
+    files = cfg.data.name == FILES
+    if detector is not None and (data in SOURCES or not files or (data is None and split == "train")):
+        raise UserError("--detector applies to models trained on face crops, scored on annotated photos (--data) "
+                        "or on their own validation or test faces (--split val | test)")
+    spec = layout(cfg.data.spec)
+    norm = cfg.data.normalizer or (spec.default_normalizer if spec is not None else FILES_NORMALIZER)
+    problems = Problems(skip_bad)
+    if data is None and files:
+        return _own_split(model, cfg, split, detector, problems, progress, norm)
     if data is not None and data not in SOURCES:
-        problems = Problems(skip_bad)
-        spec = layout(cfg.data.spec)
-        default = spec.default_normalizer if spec is not None else FILES_NORMALIZER
         if detector is None:
-            files = read_files(data, cfg, problems, fmt or guess_format(data), progress=progress)
-            metrics = evaluate_data(model, files, cfg, norm=cfg.data.normalizer or default)
-            return {**metrics, "skipped": problems.items}
+            cropped = read_files(data, cfg, problems, fmt or guess_format(data), progress=progress)
+            return {**evaluate_data(model, cropped, cfg, norm=norm), "skipped": problems.items}
         samples = read_annotations(data, fmt or guess_format(data), problems)
-        m = cfg.model
         if samples:
             check_landmark_count(data, len(samples[0].landmarks), cfg)
-        crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin, cfg.data.spec,
-                                       progress=progress, problems=problems)
-        metrics = evaluate_data(model, crops, cfg, norm=cfg.data.normalizer or default)
-        return {**metrics, "detector": {"name": "dlib-hog", "faces": len(samples), "found": len(crops),
-                                        "missed": missed}, "skipped": problems.items}
+        return _through_detector(model, cfg, samples, problems, progress, norm)
     name = data or cfg.data.name
     if name != cfg.data.name:
         raise UserError(f"--data {name!r}: the checkpoint was trained on {cfg.data.name!r}")
-    if name not in SOURCES:
-        raise UserError("the checkpoint was trained on files: pass --data PATH (and --format)")
     d = cfg.data
     size = {"train": d.n_train, "val": d.n_val, "test": d.n_test}[split]
     return evaluate_data(model, SOURCES[name].make(size, d.seed, split), cfg)
+
+
+def _through_detector(model, cfg, samples: list, problems: Problems, progress: bool, norm: str) -> dict:
+    """Metrics of ``samples`` cropped from dlib's detector boxes, with the detector's tally."""
+    m = cfg.model
+    crops, missed = detector_crops(samples, m.input_size, m.in_channels, cfg.data.crop_margin, cfg.data.spec,
+                                   progress=progress, problems=problems)
+    metrics = evaluate_data(model, crops, cfg, norm=norm)
+    return {**metrics, "detector": {"name": "dlib-hog", "faces": len(samples), "found": len(crops),
+                                    "missed": missed}, "skipped": problems.items}
+
+
+def _own_split(model, cfg, split: str, detector: str | None, problems: Problems, progress: bool, norm: str) -> dict:
+    """Metrics on the ``split`` faces of the files a checkpoint was trained on (validation: the same held-out
+    faces as in training), cropped from the landmarks or, with ``detector``, from the detector's boxes."""
+    d = cfg.data
+    paths = (d.val_path or d.train_path) if split == "val" else d.test_path if split == "test" else d.train_path
+    for path in paths:
+        if not Path(path).exists():
+            raise DataError(f"{path}: the checkpoint's {split} data is not here (its config's path, read from the "
+                            "current folder): run from the folder it was trained in, or pass --data")
+    part = getattr(load_splits(cfg, problems, extra=False), split)
+    if detector is None:
+        return {**evaluate_data(model, part, cfg, norm=norm), "skipped": problems.items}
+    wanted = set(part.names or ())
+    samples = [s for path in paths for s in read_annotations(path, d.format, problems)
+               if (s.where or str(s.image)) in wanted]
+    return _through_detector(model, cfg, samples, problems, progress, norm)

@@ -1,0 +1,148 @@
+"""face68 trained the paper's way, as an ablation (issue 18): which faces and which boxes help face68.
+
+usage: PYTHONPATH=src .venv/bin/python scripts/face68_ablation.py [--steps 3000] [--rows a,b] [--report-only]
+
+Every row continues the bundled ``face68`` (RCN+ 80x80, trained on the 1,086 labelled 300-W faces) for the
+same number of steps with configs/300w_face68_mixed.yaml, and differs from the row above it by one thing:
+
+1. ``300-W``: 300-W faces only, crops from their landmark boxes (as face68 was trained): more steps alone;
+2. ``+ dlib-box jitter``: the crop box jittered as dlib's boxes scatter around the landmark box;
+3. ``+ MTFL ELT``: MTFL's 10,567 faces as unlabelled faces, ELT on them;
+4. ``+ MTFL 5-point``: the same faces supervised on the 5 points the 68-point layout determines;
+5. ``+ attributes``: pose and smile heads on the predicted landmarks (Seq-MT), labelled by MTFL's faces.
+
+Each row is trained into ``results/face68-ablation/runs/ROW/`` (config.yaml, log.csv and metrics.json are
+committed; checkpoints are not) and scored on the 300-W validation faces and on HELEN test, crops from the
+landmark boxes and from dlib's detector boxes (``sslandmarks evaluate --split val|test [--detector dlib]``),
+into ``eval.json``. A row that has its eval.json is not run again; a cut-off row resumes. The table goes to
+``results/face68_ablation.md``. Run it from the checkout's root, with ../shared/data beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIG = "configs/300w_face68_mixed.yaml"
+MTFL = "../shared/data/mtfl/training.txt, ../shared/data/mtfl/testing.txt"
+NO_HEADS = ["loss.variant=L+ELT", "model.heads=[]"]
+NO_MTFL = ["data.extra_sources=[]"]
+NO_JITTER = ["data.box_jitter={shift: [0, 0], scale: 0}"]
+
+
+def _mtfl(labelled: bool, attributes: str) -> str:
+    return (f"data.extra_sources=[{{format: mtfl, train_path: [{MTFL}], spec: mtfl-5, batch: 32, weight: 1.0, "
+            f"labelled: {str(labelled).lower()}, attributes: {attributes}}}]")
+
+
+# row -> (label, the --set items that make it from configs/300w_face68_mixed.yaml)
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "300w": ("300-W only, landmark boxes", [*NO_MTFL, *NO_JITTER, *NO_HEADS]),
+    "jitter": ("+ dlib-box jitter", [*NO_MTFL, *NO_HEADS]),
+    "mtfl-elt": ("+ MTFL faces, ELT only", [_mtfl(False, "[]"), *NO_HEADS]),
+    "mtfl-5pt": ("+ MTFL 5-point supervision", [_mtfl(True, "[]"), *NO_HEADS]),
+    "attributes": ("+ pose and smile heads (Seq-MT)", []),
+}
+SCORES = {"val": ("val", None), "val_dlib": ("val", "dlib"), "test": ("test", None), "test_dlib": ("test", "dlib")}
+
+
+def _run(cmd: list[str]) -> None:
+    """Run an ``sslandmarks ...`` command with this Python (stops the script if it fails)."""
+    print("$ " + shlex.join(cmd), flush=True)
+    subprocess.run([sys.executable, "-m", "sslandmarks", *cmd[1:]], check=True)
+
+
+def train_row(out: Path, row: str, steps: int, lr: float) -> list[str]:
+    """Train one row (resuming a cut-off one); returns its train command."""
+    run = out / "runs" / row
+    cmd = ["sslandmarks", "train", "--config", CONFIG, "--init", "face68", "--out", str(run), "--quiet",
+           *[a for item in [*ROWS[row][1], f"train.steps={steps}", f"train.lr={lr}", "train.precision=bf16-mixed",
+                            "data.test_flip=true", "train.eval_every=250", "train.checkpoint_every=250"]
+             for a in ("--set", item)]]
+    if not (run / "metrics.json").is_file():
+        _run([*cmd, "--resume"] if (run / "checkpoints" / "last.ckpt").is_file() else cmd)
+    return cmd
+
+
+def scores(folder: Path, model: list[str]) -> dict:
+    """Validation and test NME of ``model`` (``--checkpoint CKPT`` or ``--model NAME``) from landmark and
+    detector boxes, each kept in ``folder/eval_KEY.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, (split, detector) in SCORES.items():
+        path = folder / f"eval_{key}.json"
+        if not path.is_file():
+            _run(["sslandmarks", "evaluate", *model, "--split", split,
+                  *(["--detector", detector] if detector else []), "--out", str(path), "--quiet"])
+        m = json.loads(path.read_text())
+        out[key] = {"nme": m["nme"], "n": m["n_images"],
+                    **({"found": m["detector"]["found"], "faces": m["detector"]["faces"]} if detector else {})}
+    return out
+
+
+def cpu_hours(out: Path, row: str) -> float:
+    rows = list(csv.DictReader((out / "runs" / row / "log.csv").open()))
+    return float(rows[-1].get("cpu_seconds") or rows[-1]["seconds"]) / 3600
+
+
+def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], steps: int) -> str:
+    lines = ["# face68 ablation: which faces and which boxes help (issue 18)", "",
+             f"Every row continues the bundled face68 for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
+             "row's `--set` items; the best of its validation checkpoints, by NME on landmark-box crops; test-time "
+             "mirroring as the bundled face68), and adds "
+             "one thing to the row above. Inter-ocular NME (%) on the 300-W validation faces (10 % of AFW + HELEN "
+             "train, held out) and on HELEN test (330 faces), each face cropped from its landmark box (the paper's "
+             "protocol) or from dlib's detector box mapped to the same framing (as `predict` runs; faces dlib "
+             "misses are left out, count beside). Produced by `PYTHONPATH=src .venv/bin/python "
+             "scripts/face68_ablation.py`.", "",
+             "| row | validation, landmark boxes | validation, dlib boxes | HELEN test, landmark boxes | "
+             "HELEN test, dlib boxes | CPU-hours |", "|---|---|---|---|---|---|"]
+    for row, s in done.items():
+        label = ROWS[row][0] if row in ROWS else row
+        cells = [f"{s[k]['nme']:.2f}" + (f" ({s[k]['found']}/{s[k]['faces']})" if "found" in s[k] else "")
+                 for k in SCORES]
+        hours = f"{cpu_hours(out, row):.2f}" if row in ROWS else "-"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {hours} |")
+    lines += ["", "Commands (then `sslandmarks evaluate --checkpoint RUN/checkpoints/best.ckpt --split val|test "
+              "[--detector dlib] --out RUN/eval_KEY.json` for each):", "", "```"]
+    lines += [shlex.join(cmd) for cmd in commands.values()] + ["```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (face68's last stage used 3e-4)")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows of {', '.join(ROWS)}")
+    p.add_argument("--out", default="results/face68-ablation", help="folder of the rows' runs (default: %(default)s)")
+    p.add_argument("--md", default="results/face68_ablation.md", help="the table (default: %(default)s)")
+    p.add_argument("--report-only", action="store_true", help="write the table from the rows already scored")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        print(f"face68_ablation: unknown row(s) {', '.join(unknown)}: use {', '.join(ROWS)}", file=sys.stderr)
+        return 2
+    done: dict[str, dict] = {"face68 (bundled, the starting point)": scores(out / "bundled", ["--model", "face68"])}
+    commands = {}
+    for row in rows:
+        run = out / "runs" / row
+        if not args.report_only:
+            (run / "command.json").parent.mkdir(parents=True, exist_ok=True)
+            (run / "command.json").write_text(json.dumps(train_row(out, row, args.steps, args.lr)) + "\n")
+        if (run / "metrics.json").is_file():
+            commands[row] = json.loads((run / "command.json").read_text())
+            done[row] = scores(run, ["--checkpoint", str(run / "checkpoints" / "best.ckpt")])
+    Path(args.md).write_text(report(out, done, commands, args.steps))
+    print(f"wrote {args.md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
