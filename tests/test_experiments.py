@@ -251,10 +251,16 @@ def _hand_manifest(root) -> str:
     return str(root / "hands.csv")
 
 
-def test_hgr1_table_with_generated_hands(tmp_path):
+def test_hgr1_table_with_generated_hands(tmp_path, monkeypatch):
     """The HGR1 runner end to end on a generated manifest: NME by palm width, the gesture-accuracy table
-    (rows with A only, the paper's Table S3 beside), the Fig. 7-like comparison, and row/column selection."""
+    (rows with A only, the paper's Table S3 beside), the Fig. 7-like comparison (its legend names the reference
+    points as MediaPipe's), and row/column selection."""
+    import sslandmarks.runner as runner
     from sslandmarks.tables import HGR1_TABLE2
+
+    legends = []
+    grid = runner.prediction_grid
+    monkeypatch.setattr(runner, "prediction_grid", lambda *a, **k: (legends.append(k["gt_label"]), grid(*a, **k)))
 
     manifest = _hand_manifest(tmp_path)
     items = [f"data.{k}_path=[{manifest}]" for k in ("train", "val", "test")] + [
@@ -276,6 +282,7 @@ def test_hgr1_table_with_generated_hands(tmp_path):
     md = (tmp_path / "out" / "table.md").read_text()
     assert "MediaPipe" in md and "gesture accuracy" in md and ("(52.60)" in md or "(**52.60**)" in md)
     assert (tmp_path / "out" / "figure.png").stat().st_size > 10_000  # L vs L+ELT+A at 5 %
+    assert legends and "MediaPipe Hands" in legends[-1] and "not human annotation" in legends[-1]
     assert HGR1_TABLE2.rows[3].paper[5.0] == 40.6 and HGR1_TABLE2.rows[5].paper_accuracy[5.0] == 60.86
 
 

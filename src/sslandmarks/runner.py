@@ -271,4 +271,4 @@ def compare_figure(table: Table, out: Path, quick: bool, extra: list[str] | None
     images = test.images[:n]
     preds = {f"{name} ({pct:g} %)": predict_all(model_from_checkpoint(r / "checkpoints" / "best.ckpt")[0], images)[0]
              for name, r in runs.items()}
-    prediction_grid(images, test.landmarks[:n], preds, out / "figure.png")
+    prediction_grid(images, test.landmarks[:n], preds, out / "figure.png", gt_label=table.reference)

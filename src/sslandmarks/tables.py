@@ -70,6 +70,7 @@ class Table:
     also: tuple[tuple[str, str, bool], ...] = ()  # more metrics: (metrics.json key, dotted; label; lower is better)
     protocols: dict[str, Protocol] = field(default_factory=lambda: {"paper": PAPER})  # the first is the default
     claims: tuple[Claim, ...] = ()  # the paper's orderings, checked in table.md
+    reference: str = "ground truth"  # what the annotated points are, as figure.png's legend names them
 
     @property
     def has_paper(self) -> bool:
@@ -174,6 +175,7 @@ HGR1_TABLE2 = Table(
     quick=REAL_DATA_QUICK,
     accuracy="gesture",
     compare=("Seq-MT (L)", "Seq-MT (L+ELT+A)", 5.0),
+    reference="MediaPipe Hands' points (machine-made, not human annotation)",
     protocols={"cpu": HGR1_CPU, "paper": PAPER},
     claims=(Claim("Seq-MT (L+A)", "Seq-MT (L)", (5.0,)), Claim("Seq-MT (L+ELT+A)", "Seq-MT (L)", (5.0,), 0.8)),
     note="The landmarks are **MediaPipe Hands' output (machine-made, not human annotation)**: the figures measure "

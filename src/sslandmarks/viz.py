@@ -24,8 +24,10 @@ def _show(ax, image: torch.Tensor) -> None:
     ax.set_yticks([])
 
 
-def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path, cols: int = 4) -> None:
-    """Images with ground truth (green +) and one or more predictions (x, one colour per name)."""
+def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path, cols: int = 4,
+                    gt_label: str = "ground truth") -> None:
+    """Images with ground truth (green +, named ``gt_label`` in the legend) and one or more predictions (x, one
+    colour per name)."""
     n = images.shape[0]
     gt = None if gt is None else gt.float().cpu().numpy()
     preds = {k: v.float().cpu().numpy() for k, v in preds.items()}
@@ -40,7 +42,7 @@ def prediction_grid(images, gt, preds: dict[str, torch.Tensor], path: str | Path
             ax.plot(gt[i, :, 0], gt[i, :, 1], "+", color="lime", ms=8, mew=1.5)
         for j, (name, p) in enumerate(preds.items()):
             ax.plot(p[i, :, 0], p[i, :, 1], "x", color=COLORS[j % len(COLORS)], ms=6, mew=1.5, label=name)
-    handles = [plt.Line2D([], [], ls="", marker="+", color="lime", label="ground truth")] if gt is not None else []
+    handles = [plt.Line2D([], [], ls="", marker="+", color="lime", label=gt_label)] if gt is not None else []
     handles += [plt.Line2D([], [], ls="", marker="x", color=COLORS[j % len(COLORS)], label=k)
                 for j, k in enumerate(preds)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
