@@ -364,6 +364,7 @@ def test_report_only_trains_nothing_and_aggregates_what_is_there(tiny_grid, tmp_
                  "--seeds", "1", *sets(TINY)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (src / "runs").rglob("*") if p.is_file()} == before
     assert sum(r["seeds"] == "1" for r in csv.DictReader(open(src / "table.csv"))) == 8 + 6
+    assert "wall time of this invocation" not in (src / "table.md").read_text()  # it trained nothing
 
 
 def test_publish_copies_the_aggregate_under_the_tables_name(tiny_grid, tmp_path):

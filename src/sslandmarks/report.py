@@ -179,7 +179,7 @@ def _claim_lines(table: Table, results: list[dict]) -> list[str]:
     return lines
 
 
-def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool, seconds: float,
+def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool, seconds: float | None,
               extra: list[str] | None) -> list[str]:
     """The lines of ``table.md``: what ran where and how, the notes, then one table per metric."""
     counts = sorted({r["seeds"] for r in results if r["seeds"]})
@@ -189,8 +189,9 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
              f"{' (--quick: short runs, not a result)' if quick else ''}"
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
              f"Protocol: {protocol.note}", "",
-             f"Device: {machine()}; torch {torch.__version__}; wall time of this invocation: {seconds / 60:.1f} min. "
-             "Training hours of the cells (their logs' CPU time, evaluation included; wall-clock for cells logged "
+             f"Device: {machine()}; torch {torch.__version__}"
+             + (f"; wall time of this invocation: {seconds / 60:.1f} min. " if seconds is not None else ". ")
+             + "Training hours of the cells (their logs' CPU time, evaluation included; wall-clock for cells logged "
              "before log.csv had cpu_seconds), per row: "
              f"{_hours_by_row(table, results)}.", ""]
     if extra:
@@ -218,10 +219,11 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
     return lines
 
 
-def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protocol, quick: bool, seconds: float,
-                  extra: list[str] | None = None) -> None:
+def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protocol, quick: bool,
+                  seconds: float | None, extra: list[str] | None = None) -> None:
     """``table.csv``, ``table.md`` and ``plot.png`` (+ ``metrics.csv`` and ``accuracy.csv`` where the table has
-    more metrics or a class head); ``extra`` (the ``--set`` overrides of every cell) is stated in ``table.md``."""
+    more metrics or a class head); ``extra`` (the ``--set`` overrides of every cell) is stated in ``table.md``;
+    ``seconds``: this invocation's wall time (None: --report-only, which trains nothing)."""
     _write_csvs(table, results, out)
     (out / "table.md").write_text("\n".join(_markdown(table, results, protocol, quick, seconds, extra)) + "\n")
     table_plot(results, table, out / "plot.png")

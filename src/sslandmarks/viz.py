@@ -166,7 +166,8 @@ def table_plot(results: list[dict], table, path: str | Path) -> None:
     ax.set_ylabel(f"test {table.metric} ({table.unit})")
     ax.set_title(table.title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="ours (solid); paper (dashed)", title_fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no finished cell yet: no legend
+        ax.legend(fontsize=8, title="ours (solid); paper (dashed)", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
