@@ -405,4 +405,4 @@ def test_evaluate_own_validation_split_of_a_files_model(tmp_path, monkeypatch, c
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(ckpt), "--split", "val", "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "train" in err and "is not here" in err
+    assert len(err.splitlines()) == 1 and "train" in err and "is not here" in err and "pass --data" in err

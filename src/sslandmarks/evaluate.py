@@ -82,9 +82,9 @@ def _own_split(model, cfg, split: str, detector: str | None, problems: Problems,
     faces as in training), cropped from the landmarks or, with ``detector``, from the detector's boxes."""
     d = cfg.data
     paths = (d.val_path or d.train_path) if split == "val" else d.test_path if split == "test" else d.train_path
-    for path in paths:
+    for path in (*d.train_path, *d.val_path, *d.test_path):  # every split is read (validation: held out of train)
         if not Path(path).exists():
-            raise DataError(f"{path}: the checkpoint's {split} data is not here (its config's path, read from the "
+            raise DataError(f"{path}: the checkpoint's training data is not here (its config's path, read from the "
                             "current folder): run from the folder it was trained in, or pass --data")
     part = getattr(load_splits(cfg, problems, extra=False), split)
     if detector is None:
