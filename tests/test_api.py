@@ -316,3 +316,35 @@ def test_readme_starts_with_the_user_and_runs_no_venv_paths():
     first_predict = next(i for i, ln in enumerate(lines) if "sslandmarks.load(" in ln or "sslandmarks predict" in ln)
     assert first_predict < 40 and text.index("## Landmarks on your photos") < text.index("## Train with few labels")
     assert ".venv/bin/sslandmarks" not in text and ".venv/bin/python" not in text
+
+
+def test_refine_recrops_from_the_previous_pass_landmarks(tmp_path, monkeypatch):
+    """A face model predicts twice per box by default: the second pass is cropped from the box of the first
+    pass's landmarks, exactly as tracking crops a face (``refine=0``: one pass; a hand model: one pass)."""
+    import sslandmarks
+    import sslandmarks.api as api
+    from conftest import tiny_face_checkpoint
+
+    ckpt = tiny_face_checkpoint(tmp_path / "face.ckpt")
+    calls = []
+    real = api.predict_all
+    monkeypatch.setattr(api, "predict_all", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    rgb = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    box = (30.0, 20.0, 80.0, 70.0)
+    default, once = sslandmarks.load(ckpt), sslandmarks.load(ckpt, refine=0)
+    assert default.refine == 1 and once.refine == 0
+    calls.clear()
+    refined = default.predict(rgb, boxes=[box])[0]
+    assert len(calls) == 2
+    calls.clear()
+    first = once.predict(rgb, boxes=[box])
+    assert len(calls) == 1
+    tracked = once.track(rgb, first)[0]  # one pass from the first pass's landmark box
+    assert np.allclose(refined.landmarks, tracked.landmarks) and refined.box == box
+    assert not np.allclose(refined.landmarks, first[0].landmarks)
+    assert sslandmarks.load(ckpt, refine=3).refine == 3
+    from sslandmarks.errors import UserError
+
+    with pytest.raises(UserError, match="refine=-1"):
+        sslandmarks.load(ckpt, refine=-1)
+    assert main(["predict", "--checkpoint", str(ckpt), "x.png", "--refine", "-1", "--out", str(tmp_path)]) == 2

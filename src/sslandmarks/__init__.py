@@ -15,11 +15,12 @@ __version__ = "0.1.0"
 __all__ = ["Face", "Landmarker", "__version__", "load"]
 
 
-def load(name_or_path, device: str = "cpu", threads: int | None = None, all_attributes: bool = False):
+def load(name_or_path, device: str = "cpu", threads: int | None = None, all_attributes: bool = False,
+         refine: int | None = None):
     """A model ready to predict: see :func:`sslandmarks.api.load`."""
     from sslandmarks.api import load as _load
 
-    return _load(name_or_path, device=device, threads=threads, all_attributes=all_attributes)
+    return _load(name_or_path, device=device, threads=threads, all_attributes=all_attributes, refine=refine)
 
 
 def __getattr__(name: str):

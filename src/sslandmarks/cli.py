@@ -42,6 +42,17 @@ def _positive(kind: type):
     return parse
 
 
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more")
+    return v
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from sslandmarks.config import load_config
     from sslandmarks.data.formats import Problems
@@ -81,7 +92,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for path in filter(None, (args.out, args.ced)):  # fail on an unwritable output before any work
         ensure_writable_file(path)
     metrics = evaluate_checkpoint(ckpt, args.data, args.split, args.format, args.skip_bad, args.detector,
-                                  progress=_progress(args), threads=args.threads, device=args.device)
+                                  progress=_progress(args), threads=args.threads, device=args.device,
+                                  refine=args.refine)
     if metrics.get("skipped"):
         print(f"skipped {len(metrics['skipped'])} bad sample(s), listed under 'skipped' in {args.out}; "
               f"first: {metrics['skipped'][0]}", file=sys.stderr)
@@ -111,7 +123,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     video = {"every": args.detect_every, "smooth": args.smooth, "draw": not args.no_video}
     n = predict_files(resolve(args.checkpoint, args.model), args.images, args.out, progress=_progress(args),
                       min_score=args.min_score, threads=args.threads, device=args.device,
-                      all_attributes=args.all_attributes, video=video, box=box, boxes_file=args.boxes)
+                      all_attributes=args.all_attributes, video=video, box=box, boxes_file=args.boxes,
+                      refine=args.refine)
     print(f"wrote landmarks of {n} file(s) to {args.out}/predictions.json")
     return 0
 
@@ -287,6 +300,7 @@ def _evaluate_args(sub) -> None:
     e.add_argument("--ced", help="also draw the cumulative error distribution (per-image NME) to this PNG")
     e.add_argument("--detector", choices=["dlib"], help="crop each face from dlib's detector box, as predict does, "
                    "instead of from its ground-truth landmarks (the paper's protocol); needs the 'detect' extra")
+    _refine_arg(e, "with --detector")
     _runtime_args(e)
 
 
@@ -300,6 +314,13 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
                    help="torch intra-op threads (default 1: the fastest on a busy machine, where idle threads spin)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is no terminal)")
+
+
+def _refine_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--refine", type=_non_negative_int, metavar="N",
+                   help=f"{what}: N more passes on each face, each cropped from the box of the previous pass's "
+                   "landmarks, as training crops were framed (default 1 for face models, whose detector boxes "
+                   "frame faces less tightly; 0 otherwise); each pass costs one more run of the model per face")
 
 
 def _predict_args(sub) -> None:
@@ -336,6 +357,7 @@ def _predict_args(sub) -> None:
     r.add_argument("--smooth", type=float, default=0.0, metavar="W",
                    help="video: smooth landmarks over frames, W in [0, 1) the weight of the past (default 0: off)")
     r.add_argument("--no-video", action="store_true", help="video: landmarks only, no annotated video")
+    _refine_arg(r, "from a detector's or a given box")
     _runtime_args(r)
 
 

@@ -196,12 +196,14 @@ def _predict_photo(model: Landmarker, path: Path, name: str, out: Path, min_scor
 
 def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, progress: bool = True,
                   min_score: float = 0.0, threads: int | None = 1, device: str = "cpu", all_attributes: bool = False,
-                  video: dict | None = None, box: Box | None = None, boxes_file: str | Path | None = None) -> int:
+                  video: dict | None = None, box: Box | None = None, boxes_file: str | Path | None = None,
+                  refine: int | None = None) -> int:
     """Write ``out/predictions.json`` (``{file: {"size", "faces": [{"box", "score", "landmarks", "attributes",
     "confidence", "probabilities"}], "overlay"}}``, landmarks in image pixels) and an overlay per photo with a
     face; videos (:func:`sslandmarks.video.predict_video`, options in ``video``) add per-frame landmarks and
     an annotated video. ``box``: one box for every input; ``boxes_file``: a JSON file of boxes per image
-    (:func:`input_boxes`); either replaces the detector. Returns the number of inputs."""
+    (:func:`input_boxes`); either replaces the detector. ``refine``: more passes per face, each cropped from
+    the previous pass's landmarks (:func:`sslandmarks.api.load`). Returns the number of inputs."""
     out = Path(out)
     paths = expand_inputs(images)
     names = overlay_names(paths)
@@ -212,7 +214,7 @@ def predict_files(checkpoint: str | Path, images: list[str], out: str | Path, pr
     sizes = _check_readable(paths)
     given = input_boxes(paths, box, boxes_file)
     _check_inside(given, sizes, boxes_file)
-    model = load(checkpoint, device=device, threads=threads, all_attributes=all_attributes)
+    model = load(checkpoint, device=device, threads=threads, all_attributes=all_attributes, refine=refine)
     _notes(model, paths, given, boxes_file)
     ensure_writable_dir(out)
     clear_previous(out, paths)
