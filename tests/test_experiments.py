@@ -15,6 +15,7 @@ import yaml
 
 from conftest import ROOT, run_module, sets
 from sslandmarks.cli import main
+from sslandmarks.hardware import describe, machine
 from sslandmarks.runner import cell_config
 from sslandmarks.tables import BLOCKS_TABLE1, cell_dir, cells
 
@@ -96,7 +97,7 @@ def test_cpu_protocol_of_blocks_has_its_seeds_and_recipe():
     assert len(grid) == 8 * 3 * 3 + 8 * 2 + 6
     row = BLOCKS_TABLE1.rows[0]
     cfg = cell_config(BLOCKS_TABLE1, row, 5.0, 2, False, ["train.steps=7"], cpu)
-    assert (cfg.train.lr, cfg.train.precision, cfg.train.seed, cfg.data.labelled_pct) == (0.003, "bf16-mixed", 2, 5.0)
+    assert (cfg.train.lr, cfg.train.precision, cfg.train.seed, cfg.data.labelled_pct) == (0.003, "auto", 2, 5.0)
     assert cfg.train.steps == 7  # --set wins over the protocol
 
 
@@ -140,7 +141,7 @@ def test_face_cpu_protocols_size_every_row_of_an_architecture_alike(name, count)
         cfg = cell_config(table, row, 5.0, 0, False, None, cpu)
         check_config(cfg)
         m, t = cfg.model, cfg.train
-        assert (t.steps, t.lr, t.precision, t.batch_labelled) == (2000, 0.003, "bf16-mixed", 16)
+        assert (t.steps, t.lr, t.precision, t.batch_labelled) == (2000, 0.003, "auto", 16)
         assert t.batch_unlabelled == (32 if name == "mtfl" else 16)  # 300-W warps every face: 2 x (16 + 16)
         if m.name == "seqmt":
             assert (m.width, m.depth, m.kernel, m.input_size) == (16, 5, 9, (64, 64)), row.name
@@ -169,6 +170,35 @@ def test_a_cell_is_reused_only_under_the_same_config(tiny_grid, tmp_path, capsys
     shutil.rmtree(metrics.parent / "checkpoints")  # what a committed, cut-off cell looks like
     metrics.unlink()
     assert main([*base, "--set", "train.lr=0.5"]) == 0 and metrics.is_file()
+
+
+def test_a_cell_in_either_arithmetic_of_auto_is_reused_and_its_machine_is_stated(tiny_grid, tmp_path, capsys):
+    """A protocol asking for ``train.precision=auto`` reuses a cell trained in bfloat16 (an AMX CPU) or float32
+    (elsewhere), not one in float64; ``table.md`` says where and in which arithmetic the cells ran."""
+    src, _ = tiny_grid
+    row = BLOCKS_TABLE1.rows[0]
+    out = tmp_path / "t"
+    run = cell_dir(out, row, 5.0, 0)
+    shutil.copytree(cell_dir(src, row, 5.0, 0), run)
+    base = ["reproduce", "blocks-table1", "--out", str(out), "--seeds", "1", "--quiet", "--fractions", "5",
+            "--models", "Seq-MT (L)", "--protocol", "paper", *sets([*TINY, "train.precision=auto"])]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision"] == "32-true" and metrics["machine"]["cores"] >= 1
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    for precision in ("32-true", "bf16-mixed"):
+        saved["train"]["precision"] = precision
+        (run / "config.yaml").write_text(yaml.safe_dump(saved))
+        assert main(base) == 0 and (run / "metrics.json").stat().st_mtime_ns == stamp  # reused
+    md = (out / "table.md").read_text()
+    assert f"Where the cells ran: 1 cell(s) in float32 on {describe(machine())} (" in md
+    del metrics["precision"], metrics["machine"]  # a cell finished before these were recorded
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main(base) == 0
+    assert "1 cell(s) in bfloat16 autocast on a machine not recorded" in (out / "table.md").read_text()
+    saved["train"]["precision"] = "64-true"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(base) == 2 and "train.precision ('64-true' -> 'auto')" in capsys.readouterr().err
 
 
 def test_reproduce_workers_die_with_their_parent(tmp_path):

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "src" / "sslandmarks"
 FLOORS: list[tuple[str, ...]] = [
     # 0. the functional core, plain data and drawing: no model, no dataset, no workflow
     ("errors", "coords", "geometry", "softargmax", "specs", "metrics", "losses", "config", "outputs",
-     "pretrained", "tables", "viz", "boxes"),
+     "pretrained", "tables", "viz", "boxes", "hardware"),
     # 1. models and data, and checkpoints (weights + config -> a model)
     ("models", "data", "checkpoint"),
     # 2. a trained model on many images, and the public API (a model on your images)

@@ -75,3 +75,22 @@ def test_log_counts_cpu_seconds_and_reports_prefer_them(tmp_path, tiny_overrides
     old = tmp_path / "old.csv"  # a log written before the column: its wall-clock seconds
     old.write_text("step,seconds\n5,1.5\n10,3.25\n")
     assert _logged_seconds(old) == 3.25
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_asked_on_a_cpu_that_emulates_it_is_warned_about(monkeypatch, tmp_path, capsys, native):
+    """bfloat16 on a CPU without AMX-BF16 is emulated (20x float32's time on an AVX2 EPYC): training says so and
+    how to avoid it; where it is native, nothing is said. metrics.json records the precision that ran."""
+    import json
+
+    import sslandmarks.train as train_mod
+    from conftest import TINY_OVERRIDES, sets
+    from sslandmarks.cli import main
+
+    monkeypatch.setattr(train_mod, "cpu_bf16_native", lambda: native)
+    out = tmp_path / "run"
+    assert main(["train", "--config", BLOCKS, "--out", str(out), "--quiet",
+                 *sets([*TINY_OVERRIDES, "train.steps=1", "train.precision=bf16-mixed"])]) == 0
+    warned = "bfloat16 is emulated here" in capsys.readouterr().err
+    assert warned != native
+    assert json.loads((out / "metrics.json").read_text())["precision"] == "bf16-mixed"

@@ -34,11 +34,11 @@ from sslandmarks.data.sources import read_files
 from sslandmarks.errors import UserError
 from sslandmarks.evaluate import guess_format
 from sslandmarks.export import _onnxruntime, calibration_faces, ort_session, quantize_int8, write_onnx
+from sslandmarks.hardware import machine
 from sslandmarks.inference import predict_all, score_landmarks
 from sslandmarks.metrics import landmark_metrics
 from sslandmarks.pretrained import checkpoint_path
 from sslandmarks.specs import SPECS, layout
-from sslandmarks.time_to_accuracy import machine
 
 LATENCY_MODELS = ("face68-fast", "face68")
 DLIB_INSTALL = "pip install dlib-bin face-recognition-models"

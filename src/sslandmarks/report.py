@@ -8,12 +8,13 @@ import csv
 import json
 import math
 import os
-import platform
 import shutil
 from pathlib import Path
 
 import torch
 
+from sslandmarks.config import read_saved_config
+from sslandmarks.hardware import describe, machine
 from sslandmarks.outputs import atomic_path
 from sslandmarks.tables import Protocol, Row, Table, cell_dir
 from sslandmarks.viz import table_plot
@@ -35,6 +36,17 @@ def _logged_seconds(log: Path) -> float:
     return float(last.get("cpu_seconds") or last.get("seconds") or 0.0)
 
 
+PRECISION_NAMES = {"bf16-mixed": "bfloat16 autocast", "32-true": "float32", "64-true": "float64"}
+
+
+def ran_on(run: Path, metrics: dict) -> str:
+    """How a cell ran, as its ``metrics.json`` records it: arithmetic and machine (cells finished before these
+    were recorded: the precision their ``config.yaml`` asked for, machine not recorded)."""
+    precision = metrics.get("precision") or read_saved_config(run / "config.yaml").train.precision
+    where = describe(metrics["machine"]) if "machine" in metrics else "a machine not recorded"
+    return f"{PRECISION_NAMES.get(precision, precision)} on {where}"
+
+
 def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> list[dict]:
     """Mean and std over the ``finished`` seeds of each cell (and of the class accuracy, for rows with A), and
     the cell's summed training time (``train_minutes``: the last ``seconds`` of each seed's ``log.csv``)."""
@@ -44,11 +56,15 @@ def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> 
             if pct == 100.0 and row.name in table.no_full:
                 continue
             vals, accs, more, seconds = [], [], {key: [] for key, _, _ in table.also}, 0.0
+            how: dict[str, list[float]] = {}  # ran_on -> [cells, CPU seconds]
             for seed in sorted(s for r, p, s in finished if r == row and p == pct):
                 m = cell_dir(out, row, pct, seed) / "metrics.json"
                 if m.is_file():
                     metrics = json.loads(m.read_text())
-                    seconds += _logged_seconds(m.parent / "log.csv")
+                    cell_seconds = _logged_seconds(m.parent / "log.csv")
+                    seconds += cell_seconds
+                    tally = how.setdefault(ran_on(m.parent, metrics), [0, 0.0])
+                    tally[0], tally[1] = tally[0] + 1, tally[1] + cell_seconds
                     vals.append(metrics[table.metric])
                     if table.accuracy and "A" in row.variant.split("+"):
                         accs.append(100.0 * metrics["attribute_accuracy"][table.accuracy])
@@ -58,7 +74,7 @@ def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> 
                             more[key].append(100.0 * v if key.startswith("attribute_accuracy") else v)
             mean, std = _stats(vals)
             r = {"model": row.name, "labelled_pct": pct, "mean": mean, "std": std, "seeds": len(vals),
-                 "paper": row.paper.get(pct), "train_minutes": seconds / 60}
+                 "paper": row.paper.get(pct), "train_minutes": seconds / 60, "ran_on": how}
             for key, v in more.items():
                 r[f"{key}_mean"], r[f"{key}_std"] = _stats(v)
             if accs:
@@ -132,17 +148,15 @@ def _write_csvs(table: Table, results: list[dict], out: Path) -> None:
                             "" if r["paper_accuracy"] is None else r["paper_accuracy"]])
 
 
-def machine() -> str:
-    """The device the cells ran on, as said in table.md: the GPU's name, or the CPU's model and cores."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    model = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {model}, {os.cpu_count()} cores"
+def _ran_on_line(results: list[dict]) -> str:
+    """Where and in which arithmetic the finished cells ran: cells and CPU-hours of each kind."""
+    total: dict[str, list[float]] = {}
+    for r in results:
+        for how, (n, seconds) in r.get("ran_on", {}).items():
+            t = total.setdefault(how, [0, 0.0])
+            t[0], t[1] = t[0] + n, t[1] + seconds
+    return "; ".join(f"{int(n)} cell(s) in {how} ({seconds / 3600:.2f} CPU-hours)"
+                     for how, (n, seconds) in sorted(total.items(), key=lambda kv: -kv[1][0]))
 
 
 def _hours_by_row(table: Table, results: list[dict]) -> str:
@@ -189,11 +203,13 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
              f"{' (--quick: short runs, not a result)' if quick else ''}"
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
              f"Protocol: {protocol.note}", "",
-             f"Device: {machine()}; torch {torch.__version__}"
+             f"This invocation: {describe(machine())}, torch {torch.__version__}"
              + (f"; wall time of this invocation: {seconds / 60:.1f} min. " if seconds is not None else ". ")
              + "Training hours of the cells (their logs' CPU time, evaluation included; wall-clock for cells logged "
              "before log.csv had cpu_seconds), per row: "
              f"{_hours_by_row(table, results)}.", ""]
+    if any(r.get("ran_on") for r in results):
+        lines += [f"Where the cells ran: {_ran_on_line(results)}.", ""]
     if extra:
         lines += ["Every cell ran with these changes to the configs (`--set`): "
                   + ", ".join(f"`{item}`" for item in extra) + "."

@@ -96,6 +96,20 @@ def cell_config(table: Table, row: Row, pct: float, seed: int, quick: bool, extr
     return with_overrides(cfg, merge(merge(merge(chosen, sets), cell), table.quick if quick else {}))
 
 
+AUTO_PRECISIONS = ("auto", "bf16-mixed", "32-true")  # train.precision=auto, and what it resolves to
+
+
+def protocol_diff(saved: Config, expected: Config) -> list[str]:
+    """The keys in which a cell's recorded config differs from the protocol's, less the arithmetic: where the
+    protocol asks for ``train.precision=auto`` (bfloat16 on CPUs with AMX-BF16, float32 elsewhere), a cell
+    trained in either matches, so a grid can go on on another kind of CPU; each cell's ``metrics.json`` records
+    its precision and machine, and ``table.md`` counts them."""
+    diff = config_diff(saved, expected)
+    if expected.train.precision == "auto" and saved.train.precision in AUTO_PRECISIONS:
+        diff = [d for d in diff if not d.startswith("train.precision ")]
+    return diff
+
+
 def cell_state(run: Path, expected: Config) -> tuple[str, list[str]]:
     """What a cell folder holds, read without changing it: ``done`` (finished with ``expected``), ``resume``
     (a checkpoint of ``expected``), ``clash`` (finished or checkpointed with another config: the differing keys
@@ -106,7 +120,7 @@ def cell_state(run: Path, expected: Config) -> tuple[str, list[str]]:
         return "busy", []
     if not saved.is_file():
         return ("restart" if run.exists() else "new"), []
-    diff = config_diff(read_saved_config(saved), expected)
+    diff = protocol_diff(read_saved_config(saved), expected)
     done, ckpt = (run / "metrics.json").is_file(), (run / "checkpoints" / "last.ckpt").is_file()
     if diff and (done or ckpt):
         return "clash", diff

@@ -94,15 +94,18 @@ BLOCKS_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 # The protocol of results/blocks-table1, sized for a 2-core CPU (about 10 hours for the grid): the same
 # budget for every row (3,000 steps, the best of 12 validation checkpoints), Adam at a peak lr of 3e-3 after
 # 100 warm-up steps (chosen on validation: at 5 % labels Seq-MT (L+ELT+A) reached 2.35 px at step 500 where
-# lr 1e-3 without warm-up was at 3.18 px), and bfloat16 autocast (the convolutions run on the CPU's bf16
-# units where it has them; on validation it tracked float32 step for step: 2.39 vs 2.35 px at step 500).
+# lr 1e-3 without warm-up was at 3.18 px), and bfloat16 autocast where the CPU multiplies bfloat16 natively
+# (AMX-BF16; on validation it tracked float32 step for step: 2.39 vs 2.35 px at step 500), float32 elsewhere
+# (``precision: auto``: on an AVX2 CPU bfloat16 is emulated, 20x slower than float32). Each cell records its
+# precision and machine in metrics.json.
 BLOCKS_CPU = Protocol(
-    overrides={"train": {"steps": 3000, "lr": 0.003, "warmup_steps": 100, "precision": "bf16-mixed",
+    overrides={"train": {"steps": 3000, "lr": 0.003, "warmup_steps": 100, "precision": "auto",
                          "eval_every": 250, "log_every": 50, "checkpoint_every": 250}},
     seeds={1.0: 3, 5.0: 3, 10.0: 3, 20.0: 1, 50.0: 1, 100.0: 1},
     note="CPU protocol: 3,000 steps of 16 labelled + 32 unlabelled images for every row (the best of 12 "
          "validation checkpoints on the 3,200 validation images), Adam with a 100-step warm-up to lr 3e-3 then "
-         "cosine decay, bfloat16 autocast; 3 seeds at 1, 5 and 10 %, 1 elsewhere.",
+         "cosine decay, bfloat16 autocast on CPUs with AMX-BF16 (float32 elsewhere); 3 seeds at 1, 5 and 10 %, "
+         "1 elsewhere.",
 )
 BLOCKS_TABLE1 = Table(
     rows=tuple(
@@ -144,7 +147,7 @@ HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
 # Heatmap-MT (L+A) 630 ms: 52 cells of 1,500 steps ~10 CPU-hours, ~5 hours of the machine.
 HGR1_CPU = Protocol(
     overrides={"model": {"width": 16},
-               "train": {"steps": 1500, "lr": 0.003, "warmup_steps": 100, "precision": "bf16-mixed",
+               "train": {"steps": 1500, "lr": 0.003, "warmup_steps": 100, "precision": "auto",
                          "eval_every": 250, "log_every": 50, "checkpoint_every": 250}},
     by_config={"hgr1_commmt.yaml": {"model": {"pointwise": [16, 16]}},
                "hgr1_heatmapmt.yaml": {"model": {"pointwise": [16, 16]}}},
@@ -152,7 +155,8 @@ HGR1_CPU = Protocol(
     rows=("Seq-MT (L)", "Seq-MT (L+A)", "Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)", "Comm-MT (L+A)", "Heatmap-MT (L+A)"),
     note="CPU protocol: Table S8's networks at width 16 (the paper: 64), 1,500 steps of 16 labelled + 32 other "
          "hands for every row (the best of 6 validation checkpoints on subjects id11 and id12), Adam with a 100-step "
-         "warm-up to lr 3e-3 then cosine decay, bfloat16 autocast; the six rows the CPU budget affords (Comm-MT and "
+         "warm-up to lr 3e-3 then cosine decay, bfloat16 autocast on CPUs with AMX-BF16 (float32 elsewhere); the six "
+         "rows the CPU budget affords (Comm-MT and "
          "Heatmap-MT with the gestures, as their (L+A) rows); 3 seeds at 5 and 10 %, 1 elsewhere.",
 )
 HGR1_TABLE2 = Table(
@@ -191,7 +195,7 @@ HGR1_TABLE2 = Table(
          "NME.",
 )
 MTFL_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 100.0)
-CPU_TRAIN = {"lr": 0.003, "warmup_steps": 100, "precision": "bf16-mixed", "batch_labelled": 16,
+CPU_TRAIN = {"lr": 0.003, "warmup_steps": 100, "precision": "auto", "batch_labelled": 16,
              "batch_unlabelled": 32, "eval_every": 250, "log_every": 50, "checkpoint_every": 250}
 # RCN+ as the bundled face68-fast (configs/300w_fast.yaml): 64x64 input, a stride-2 first conv, 48 maps, 3 poolings
 RCN_FAST = {"model": {"input_size": [64, 64], "width": 48, "levels": 3, "stem_stride": 2, "head_kernel": 1}}
@@ -206,7 +210,8 @@ MTFL_CPU = Protocol(
     note="CPU protocol: Seq-MT with five 9x9x16 convs at 64x64 (Table S9: seven 9x9x32) and RCN+ as the bundled "
          "face68-fast (64x64, stride-2 first conv, 48 maps, 3 poolings), 2,000 steps of 16 labelled + 32 other "
          "faces for every row (the best of 8 validation checkpoints), Adam with a 100-step warm-up to lr 3e-3 then "
-         "cosine decay, bfloat16 autocast; 3 seeds at 1 and 5 %, 1 at 20 and 100 %.",
+         "cosine decay, bfloat16 autocast on CPUs with AMX-BF16 (float32 elsewhere); 3 seeds at 1 and 5 %, 1 at 20 "
+         "and 100 %.",
 )
 MTFL_TABLE = Table(
     rows=(
@@ -248,7 +253,8 @@ W300_CPU = Protocol(  # ELT warps every face here (both passes of 16 + 16), so f
          "and a 9x9 map layer), beta 1 (with BatchNorm the paper's 0.01 leaves the softmax flat), and RCN+ as "
          "the bundled face68-fast (64x64, stride-2 first conv, 48 maps, 3 poolings); 2,000 steps of 16 labelled "
          "+ 16 other faces for every row, ELT on all of them (the best of 8 validation checkpoints), Adam with a "
-         "100-step warm-up to lr 3e-3 then cosine decay, bfloat16 autocast; 2 seeds per cell.",
+         "100-step warm-up to lr 3e-3 then cosine decay, bfloat16 autocast on CPUs with AMX-BF16 (float32 "
+         "elsewhere); 2 seeds per cell.",
 )
 W300_TABLE = Table(
     rows=(

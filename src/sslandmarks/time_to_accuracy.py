@@ -17,7 +17,6 @@ import csv
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from sslandmarks.config import CONFIGS, load_config
 from sslandmarks.errors import UserError
+from sslandmarks.hardware import machine
 
 
 @dataclass(frozen=True)
@@ -69,24 +69,6 @@ WORKLOADS: dict[str, Workload] = {
         # subjects only) was at 83.6, 75.4, 80.2 and 79.5 % at steps 250-1,000, so the target is 80 %
         80.0, "val_nme", "% (validation NME, palm width; MediaPipe Hands' points)", needs_shared_data=True),
 }
-
-
-def machine() -> dict:
-    """CPU model, instruction sets that matter to oneDNN, cores and torch version."""
-    import torch
-
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "torch": torch.__version__}
 
 
 def read_curve(log: Path, column: str) -> list[tuple[int, float, float]]:

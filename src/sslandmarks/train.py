@@ -40,6 +40,7 @@ from sslandmarks.data.sources import hidden_landmarks
 from sslandmarks.data.splits import IndexStream, semi_supervised
 from sslandmarks.errors import UserError
 from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, sample_box_jitter, warp_images
+from sslandmarks.hardware import machine
 from sslandmarks.inference import evaluate_data, predict_all, predict_maps
 from sslandmarks.losses import (
     attribute_losses,
@@ -57,7 +58,8 @@ from sslandmarks.viz import prediction_grid, shapes_figure
 
 # what a resumed run may change (the new values are applied from the checkpoint's step on, and recorded in
 # config.yaml): how long it trains and how often it evaluates, logs and saves; anything else is refused
-RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every")
+# a resume may change these (the arithmetic too: a run started on a GPU or an AMX CPU in bfloat16 may go on elsewhere)
+RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every", "train.precision")
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
 
 
@@ -215,10 +217,15 @@ def resolve_precision(precision: str, device: str = "auto") -> str:
         return precision
     if device != "cpu" and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_bf16_native() else "32-true"
+
+
+def cpu_bf16_native() -> bool:
+    """Whether oneDNN may multiply bfloat16 natively on this CPU (AMX-BF16, not capped by ``ONEDNN_MAX_CPU_ISA``).
+    Elsewhere bfloat16 convolutions are emulated: on a 2-core AVX2 EPYC a Blocks step took 20x float32's time."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    amx = amx and ("AMX" in isa or isa in ("ALL", "DEFAULT"))
-    return "bf16-mixed" if amx and torch.backends.mkldnn.is_available() else "32-true"
+    return amx and ("AMX" in isa or isa in ("ALL", "DEFAULT")) and torch.backends.mkldnn.is_available()
 
 
 def launch(cfg: Config, devices: int, num_nodes: int):
@@ -230,6 +237,10 @@ def launch(cfg: Config, devices: int, num_nodes: int):
     fabric = Fabric(accelerator="auto" if tc.device == "auto" else tc.device, devices=devices, num_nodes=num_nodes,
                     strategy=strategy, precision=resolve_precision(tc.precision, tc.device))
     fabric.launch()
+    slow_bf16 = tc.precision == "bf16-mixed" and fabric.device.type == "cpu" and not cpu_bf16_native()
+    if slow_bf16 and fabric.global_rank == 0:
+        print("train.precision=bf16-mixed on a CPU without AMX-BF16: bfloat16 is emulated here, many times slower "
+              "than float32; train.precision=auto picks float32 on such a CPU", file=sys.stderr)
     sizes = {f"train.{k}": getattr(tc, k) for k in ("batch_labelled", "batch_unlabelled")}
     sizes.update({f"data.extra_sources[{i}].batch": s.batch for i, s in enumerate(cfg.data.extra_sources)})
     for name, size in sizes.items():
@@ -445,7 +456,8 @@ def finish(run: Run, splits: Splits, val: LandmarkData) -> dict:
     model.load_state_dict(load_checkpoint(out / "checkpoints" / "best.ckpt")["model"])
     test = splits.test
     metrics = {"val": evaluate_data(model, val, cfg), "test": evaluate_data(model, test.to(run.fabric.device), cfg)}
-    metrics = {**metrics["test"], **metrics, "best_val_score": run.best, "steps": cfg.train.steps}
+    metrics = {**metrics["test"], **metrics, "best_val_score": run.best, "steps": cfg.train.steps,
+               "precision": resolve_precision(cfg.train.precision, cfg.train.device), "machine": machine()}
     write_json(metrics, out / "metrics.json")
     pred, _ = predict_all(model, test.images[:12])  # as the model sees the image: no test-time mirroring
     prediction_grid(test.images[:12], test.landmarks[:12].cpu(), {"prediction": pred}, out / "predictions.png")
