@@ -313,6 +313,16 @@ def test_hgr1_table_with_generated_hands(tmp_path, monkeypatch):
     assert "MediaPipe" in md and "gesture accuracy" in md and ("(52.60)" in md or "(**52.60**)" in md)
     assert (tmp_path / "out" / "figure.png").stat().st_size > 10_000  # L vs L+ELT+A at 5 %
     assert legends and "MediaPipe Hands" in legends[-1] and "not human annotation" in legends[-1]
+    # a committed result folder keeps no checkpoints: the figure is drawn from the runs' test_predictions.json
+    kept = json.loads((cell.parent / "test_predictions.json").read_text())["landmarks"]
+    assert len(kept) == 6 and len(kept[0]) == 21  # the 6 test hands (subjects id09, id10), 21 points each
+    for ckpt in (tmp_path / "out" / "runs").rglob("checkpoints"):
+        shutil.rmtree(ckpt)
+    (tmp_path / "out" / "figure.png").unlink()
+    drawn = []
+    monkeypatch.setattr(runner, "prediction_grid", lambda *a, **k: drawn.append(a[2]))
+    assert main([*args, "--report-only"]) == 0
+    assert drawn[0]["Seq-MT (L+ELT+A) (5 %)"].tolist() == kept
     assert HGR1_TABLE2.rows[3].paper[5.0] == 40.6 and HGR1_TABLE2.rows[5].paper_accuracy[5.0] == 60.86
 
 

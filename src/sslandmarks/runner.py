@@ -8,6 +8,7 @@ from its last checkpoint). The tables are data (:mod:`~sslandmarks.tables`); the
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import shutil
@@ -19,7 +20,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sslandmarks.checkpoint import model_from_checkpoint
 from sslandmarks.config import (
     CONFIGS,
     Config,
@@ -34,12 +34,11 @@ from sslandmarks.config import (
 from sslandmarks.data.dataset import Splits
 from sslandmarks.data.sources import load_splits
 from sslandmarks.errors import UserError
-from sslandmarks.inference import predict_all
 from sslandmarks.models import check_config, model_entry
 from sslandmarks.outputs import RunDirBusy, run_dir_busy
 from sslandmarks.report import collect, write_outputs
 from sslandmarks.tables import PAPER, TABLES, Protocol, Row, Table, cell_dir, cells, under
-from sslandmarks.train import fit
+from sslandmarks.train import PREDICTIONS, fit
 from sslandmarks.viz import prediction_grid
 
 SHAPES_QUICK = {"data": {"n_train": 400, "n_val": 100, "n_test": 200},
@@ -272,17 +271,17 @@ def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool 
     return results
 
 
-def compare_figure(table: Table, out: Path, quick: bool, extra: list[str] | None, protocol: Protocol = PAPER,
-                   n: int = 12) -> None:
-    """``figure.png`` (like the paper's Fig. 7): ground truth and the two ``table.compare`` rows (seed 0)
-    on the first ``n`` test images; skipped while either run is unfinished."""
+def compare_figure(table: Table, out: Path, quick: bool, extra: list[str] | None, protocol: Protocol = PAPER) -> None:
+    """``figure.png`` (like the paper's Fig. 7): ground truth and the two ``table.compare`` rows (seed 0) on the
+    first test images, drawn from the landmarks each run kept in ``test_predictions.json`` (so a committed result
+    folder, which keeps no checkpoints, draws it too); skipped while either run is unfinished."""
     a, b, pct = table.compare
     rows = {r.name: r for r in table.rows}
-    runs = {name: cell_dir(out, rows[name], pct, 0) for name in (a, b)}
-    if not all((r / "checkpoints" / "best.ckpt").is_file() for r in runs.values()):
-        return  # unfinished, or a committed result folder (which keeps no checkpoints)
+    files = {name: cell_dir(out, rows[name], pct, 0) / PREDICTIONS for name in (a, b)}
+    if not all(f.is_file() for f in files.values()):
+        return
+    preds = {f"{name} ({pct:g} %)": torch.tensor(json.loads(f.read_text())["landmarks"]) for name, f in files.items()}
+    n = min(len(p) for p in preds.values())
     test = _splits(cell_config(table, rows[a], pct, 0, quick, extra, protocol)).test
-    images = test.images[:n]
-    preds = {f"{name} ({pct:g} %)": predict_all(model_from_checkpoint(r / "checkpoints" / "best.ckpt")[0], images)[0]
-             for name, r in runs.items()}
-    prediction_grid(images, test.landmarks[:n], preds, out / "figure.png", gt_label=table.reference)
+    prediction_grid(test.images[:n], test.landmarks[:n], {k: p[:n] for k, p in preds.items()}, out / "figure.png",
+                    gt_label=table.reference)

@@ -61,6 +61,8 @@ from sslandmarks.viz import prediction_grid, shapes_figure
 # a resume may change these (the arithmetic too: a run started on a GPU or an AMX CPU in bfloat16 may go on elsewhere)
 RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every", "train.precision")
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
+FIGURE_IMAGES = 12  # the first test images, drawn in predictions.png
+PREDICTIONS = "test_predictions.json"  # their predicted landmarks (K, 2) each, in input pixels
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -459,8 +461,11 @@ def finish(run: Run, splits: Splits, val: LandmarkData) -> dict:
     metrics = {**metrics["test"], **metrics, "best_val_score": run.best, "steps": cfg.train.steps,
                "precision": resolve_precision(cfg.train.precision, cfg.train.device), "machine": machine()}
     write_json(metrics, out / "metrics.json")
-    pred, _ = predict_all(model, test.images[:12])  # as the model sees the image: no test-time mirroring
-    prediction_grid(test.images[:12], test.landmarks[:12].cpu(), {"prediction": pred}, out / "predictions.png")
+    pred, _ = predict_all(model, test.images[:FIGURE_IMAGES])  # as the model sees the image: no test-time mirroring
+    prediction_grid(test.images[:FIGURE_IMAGES], test.landmarks[:FIGURE_IMAGES].cpu(), {"prediction": pred},
+                    out / "predictions.png")
+    # kept with the run's committed files, so that figures comparing runs need no checkpoint (git-ignored)
+    write_json({"landmarks": torch.round(pred.float() * 1000).div(1000).tolist()}, out / PREDICTIONS)
     if hidden_landmarks(cfg):
         landmarks, probs = predict_maps(model, test.images[:8], cfg.model.beta)
         shapes_figure(test.images[:8], landmarks, probs, out / "figure3.png")
