@@ -57,8 +57,8 @@ from sslandmarks.specs import flip_permutation, mirror_perm
 from sslandmarks.viz import prediction_grid, shapes_figure
 
 # what a resumed run may change (the new values are applied from the checkpoint's step on, and recorded in
-# config.yaml): how long it trains and how often it evaluates, logs and saves; anything else is refused
-# a resume may change these (the arithmetic too: a run started on a GPU or an AMX CPU in bfloat16 may go on elsewhere)
+# config.yaml): how long it trains, how often it evaluates, logs and saves, and its arithmetic (a run started
+# in bfloat16 on a GPU or an AMX CPU may go on elsewhere); anything else is refused
 RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every", "train.precision")
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
 FIGURE_IMAGES = 12  # the first test images, drawn in predictions.png
