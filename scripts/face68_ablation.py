@@ -61,14 +61,14 @@ def _run(cmd: list[str]) -> None:
 
 
 def train_row(out: Path, row: str, steps: int, lr: float) -> list[str]:
-    """Train one row (resuming a cut-off one); returns its train command."""
+    """Train one row (resuming a cut-off one; bfloat16 where the CPU has AMX-BF16, else float32: each row's
+    metrics.json records which); returns its train command."""
     run = out / "runs" / row
     cmd = ["sslandmarks", "train", "--config", CONFIG, "--init", "face68", "--out", str(run), "--quiet",
-           *[a for item in [*ROWS[row][1], f"train.steps={steps}", f"train.lr={lr}", "train.precision=bf16-mixed",
+           *[a for item in [*ROWS[row][1], f"train.steps={steps}", f"train.lr={lr}", "train.precision=auto",
                             "data.test_flip=true", "train.eval_every=250", "train.checkpoint_every=250"]
              for a in ("--set", item)]]
-    if not (run / "metrics.json").is_file():
-        _run([*cmd, "--resume"] if (run / "checkpoints" / "last.ckpt").is_file() else cmd)
+    _run([*cmd, "--resume"] if (run / "checkpoints" / "last.ckpt").is_file() else cmd)
     return cmd
 
 
@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = {}
     for row in rows:
         run = out / "runs" / row
-        if not args.report_only:
-            (run / "command.json").parent.mkdir(parents=True, exist_ok=True)
-            (run / "command.json").write_text(json.dumps(train_row(out, row, args.steps, args.lr)) + "\n")
+        if not args.report_only and not (run / "metrics.json").is_file():  # a finished row keeps its command
+            cmd = train_row(out, row, args.steps, args.lr)
+            (run / "command.json").write_text(json.dumps(cmd) + "\n")
         if (run / "metrics.json").is_file():
             commands[row] = json.loads((run / "command.json").read_text())
             done[row] = scores(run, ["--checkpoint", str(run / "checkpoints" / "best.ckpt")])
