@@ -123,6 +123,7 @@ def main() -> int:
     heads = ", ".join(f"{h.name} ({h.classes} classes)" if h.kind == "class" else f"{h.name} ({h.dims} values)"
                       for h in m.heads) or "none"
     train_data, val, held_out = _split_note(d)
+    test_data = ", ".join(d.test_path) + (f" ({d.split_column} {', '.join(d.test_values)})" if d.split_column else "")
     card = [
         f"# {args.name}", "", PRETRAINED[args.name] + ".", "",
         "| | |", "|---|---|",
@@ -143,7 +144,7 @@ def main() -> int:
         "", "## Measured", "",
         f"- validation{'' if held_out else ' (not held out: these images were trained on)'}: "
         f"{_metrics_line(metrics['val'])}",
-        f"- test ({', '.join(d.test_path)}): {_metrics_line(metrics['test'])}",
+        f"- test ({test_data}): {_metrics_line(metrics['test'])}",
         *([f"- {mirror_note}"] if mirror_note else []),
         "", _framing_note(d.spec),
         "", "Trained with:", "", "```", args.command, "```", "",

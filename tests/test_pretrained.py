@@ -175,8 +175,6 @@ def test_hand21_draws_its_21_points_on_a_photo_without_a_box(tmp_path, capsys):
     face = json.loads((tmp_path / "o" / "predictions.json").read_text())[str(photo)]["faces"][0]
     lm = np.array(face["landmarks"])
     assert lm.shape == (21, 2) and (lm >= 0).all() and (lm[:, 0] <= 120).all() and (lm[:, 1] <= 90).all()
-    assert face["attributes"]["gesture"] in torch.load(pretrained.pretrained_path("hand21"), weights_only=True)[
-        "config"]["model"]["heads"][0]["labels"]
     drawn = np.asarray(Image.open(tmp_path / "o" / "hand_landmarks.png").convert("RGB"), dtype=np.int16)
     assert drawn.shape[:2] == (90, 120) and np.abs(drawn - np.asarray(Image.open(photo), np.int16)).sum() > 0
 
@@ -204,4 +202,5 @@ def test_hand21_on_the_test_subjects_photos_lands_near_mediapipes_points(tmp_pat
         palm = np.linalg.norm(pts[5] - pts[17])  # the table's normaliser: index to pinky knuckle
         nme.append(np.linalg.norm(np.array(hand["landmarks"]) - pts, axis=1).mean() / palm)
         assert (tmp_path / "o" / res[path]["overlay"]).is_file()
-    assert len(nme) == len(rows) >= 8 and np.median(nme) < 0.5, nme
+    # measured: median 0.21 of the palm width on these 8 hands (the card's mean over the 126 test hands: 0.29)
+    assert len(nme) == len(rows) >= 8 and np.median(nme) < 0.35, nme

@@ -19,7 +19,7 @@ PRETRAINED: dict[str, str] = {
     "face68": "68 face points (300-W / iBUG layout), the most accurate bundled face model",
     "face68-fast": "68 face points (300-W / iBUG layout), latency-first for CPUs (RCN+ at half resolution)",
     "mtfl5": "5 face points (eyes, nose, mouth corners) + gender, smile, glasses and pose",
-    "hand21": "21 hand points (MediaPipe Hands layout) + 27 HGR1 gestures; needs a box",
+    "hand21": "21 hand points (MediaPipe Hands layout, learnt from its machine-made points on HGR1); needs a box",
 }
 
 
