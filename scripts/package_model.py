@@ -55,18 +55,20 @@ def _framing_note(spec: str) -> str:
             "folder), drawn tightly around the object, or from the whole image when none is given.")
 
 
+def _files(d, paths: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """Annotation files, and the ``data.split_column`` values a split keeps of them."""
+    return ", ".join(paths) + (f" ({d.split_column} {', '.join(values)})" if d.split_column and values else "")
+
+
 def _split_note(d) -> tuple[str, str, bool]:
     """The card's words for the training and validation data, and whether validation was held out of training
     (a final model may train on its validation subjects too: then the validation figure is not held out)."""
-    def files(paths: tuple[str, ...], values: tuple[str, ...]) -> str:
-        return ", ".join(paths) + (f" ({d.split_column} {', '.join(values)})" if d.split_column and values else "")
-
     if not d.val_path:
-        return files(d.train_path, d.train_values), f"{d.val_fraction:.0%} held out for validation", True
+        return _files(d, d.train_path, d.train_values), f"{d.val_fraction:.0%} held out for validation", True
     shared = set(d.val_path) & set(d.train_path) and (
         not d.split_column or not d.val_values or not d.train_values or set(d.val_values) & set(d.train_values))
-    val = f"validation: {files(d.val_path, d.val_values)}" + (", which is also training data" if shared else "")
-    return files(d.train_path, d.train_values), val, not shared
+    val = f"validation: {_files(d, d.val_path, d.val_values)}" + (", which is also training data" if shared else "")
+    return _files(d, d.train_path, d.train_values), val, not shared
 
 
 def _chosen(held_out: bool, state: dict, cfg) -> str:
@@ -102,8 +104,9 @@ def main() -> int:
     state = load_checkpoint(args.run / "checkpoints" / "best.ckpt")
     model, cfg = model_from_checkpoint(args.run / "checkpoints" / "best.ckpt")
     splits = load_splits(cfg, extra=False)  # val and test only: extra sources are training faces
+    train_data, val_data, held_out = _split_note(cfg.data)
     val, mirror_note = evaluate_data(model, splits.val, cfg), ""
-    if args.mirror and not _split_note(cfg.data)[2]:
+    if args.mirror and not held_out:
         p.error("--mirror is chosen on validation, but this run trained on its validation images")
     if args.mirror:  # decided on the validation split only
         mirrored_cfg = replace(cfg, data=replace(cfg.data, test_flip=True))
@@ -122,8 +125,6 @@ def main() -> int:
     d, m = cfg.data, cfg.model
     heads = ", ".join(f"{h.name} ({h.classes} classes)" if h.kind == "class" else f"{h.name} ({h.dims} values)"
                       for h in m.heads) or "none"
-    train_data, val, held_out = _split_note(d)
-    test_data = ", ".join(d.test_path) + (f" ({d.split_column} {', '.join(d.test_values)})" if d.split_column else "")
     card = [
         f"# {args.name}", "", PRETRAINED[args.name] + ".", "",
         "| | |", "|---|---|",
@@ -132,7 +133,7 @@ def main() -> int:
         f"| input | {m.input_size[1]}x{m.input_size[0]} {'grey' if m.in_channels == 1 else 'RGB'} crop of the square "
         f"box around the landmarks, enlarged by {d.crop_margin:.0%} per side |",
         f"| output | {m.num_landmarks} landmarks (`{d.spec}` layout) in input pixels; attribute heads: {heads} |",
-        f"| training data | {train_data} ({d.labelled_pct:g} % labelled; {val}) |",
+        f"| training data | {train_data} ({d.labelled_pct:g} % labelled; {val_data}) |",
         f"| augmentation | rotation +-{d.augment_rotation_deg:g} deg, scale {d.augment_scale[0]:g}-"
         f"{d.augment_scale[1]:g}, shift +-{d.augment_translate:.0%}, mirror p={d.augment_flip:g} |",
         f"| loss | {cfg.loss.variant} (lambda {cfg.loss.lam:g}, alpha {cfg.loss.alpha:g}, ELT on {cfg.loss.elt_on}) |",
@@ -144,7 +145,7 @@ def main() -> int:
         "", "## Measured", "",
         f"- validation{'' if held_out else ' (not held out: these images were trained on)'}: "
         f"{_metrics_line(metrics['val'])}",
-        f"- test ({test_data}): {_metrics_line(metrics['test'])}",
+        f"- test ({_files(d, d.test_path, d.test_values)}): {_metrics_line(metrics['test'])}",
         *([f"- {mirror_note}"] if mirror_note else []),
         "", _framing_note(d.spec),
         "", "Trained with:", "", "```", args.command, "```", "",
