@@ -14,8 +14,8 @@ FLOORS: list[tuple[str, ...]] = [
     # 0. the functional core, plain data and drawing: no model, no dataset, no workflow
     ("errors", "coords", "geometry", "softargmax", "specs", "metrics", "losses", "config", "outputs",
      "pretrained", "tables", "viz", "boxes", "hardware"),
-    # 1. models and data, and checkpoints (weights + config -> a model)
-    ("models", "data", "checkpoint"),
+    # 1. models and data, checkpoints (weights + config -> a model), and how convolutions train (fftconv)
+    ("models", "data", "checkpoint", "fftconv"),
     # 2. a trained model on many images, and the public API (a model on your images)
     ("inference", "api"),
     # 3. the workflows

@@ -18,6 +18,7 @@ from sslandmarks.errors import UserError
 from sslandmarks.specs import POINT_MAPS, SPECS
 
 PRECISIONS = ("32-true", "bf16-mixed", "64-true", "auto")
+CONV_MODES = ("auto", "direct", "fft")  # how large-kernel convolutions train (sslandmarks.fftconv)
 VARIANTS = ("L", "L+A", "L+ELT", "L+ELT+A", "A", "A+ELT")
 CONFIGS = Path(__file__).resolve().parent / "configs"  # shipped with the package; ./configs links here
 
@@ -153,6 +154,10 @@ class TrainConfig:
     # hardware multiplies bfloat16 natively (a CPU with AMX-BF16, a CUDA GPU with bf16), else 32-true
     precision: str = "32-true"
     channels_last: bool = True
+    # how stride-1 convolutions with kernels of 5 or more train in float32: directly, through the FFT (the same
+    # function, another algorithm), or auto: on a CPU, whichever of the two ran each layer faster when training
+    # starts (timed on random tensors, a second or so); evaluation and export always convolve directly
+    conv: str = "auto"
     # decay of an exponential moving average of the weights and BatchNorm statistics (0 = off); when on, the
     # average is what validation scores and what best.ckpt, the checkpoints' "model" and the final model hold.
     # Its decay warms up as min(ema, (1 + n) / (10 + n)) after n updates, so early validations are not stuck
@@ -188,6 +193,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"train.schedule={cfg.train.schedule!r}: use 'constant' or 'cosine'")
     if cfg.train.precision not in PRECISIONS:
         raise UserError(f"train.precision={cfg.train.precision!r}: use one of {', '.join(PRECISIONS)}")
+    if cfg.train.conv not in CONV_MODES:
+        raise UserError(f"train.conv={cfg.train.conv!r}: use one of {', '.join(CONV_MODES)}")
     for name in ("steps", "batch_labelled", "eval_every", "log_every", "checkpoint_every"):
         if getattr(cfg.train, name) < 1:
             raise UserError(f"train.{name} must be >= 1")

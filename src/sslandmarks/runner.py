@@ -102,8 +102,9 @@ def protocol_diff(saved: Config, expected: Config) -> list[str]:
     """The keys in which a cell's recorded config differs from the protocol's, less the arithmetic: where the
     protocol asks for ``train.precision=auto`` (bfloat16 on CPUs with AMX-BF16, float32 elsewhere), a cell
     trained in either matches, so a grid can go on on another kind of CPU; each cell's ``metrics.json`` records
-    its precision and machine, and ``table.md`` counts them."""
-    diff = config_diff(saved, expected)
+    its precision and machine, and ``table.md`` counts them. ``train.conv`` (the convolution algorithm: the same
+    function either way) never clashes."""
+    diff = [d for d in config_diff(saved, expected) if not d.startswith("train.conv ")]
     if expected.train.precision == "auto" and saved.train.precision in AUTO_PRECISIONS:
         diff = [d for d in diff if not d.startswith("train.precision ")]
     return diff

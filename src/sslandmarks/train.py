@@ -39,6 +39,7 @@ from sslandmarks.data.mix import mix_sources
 from sslandmarks.data.sources import hidden_landmarks
 from sslandmarks.data.splits import IndexStream, semi_supervised
 from sslandmarks.errors import UserError
+from sslandmarks.fftconv import choose_convolutions, set_fft
 from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, sample_box_jitter, warp_images
 from sslandmarks.hardware import machine
 from sslandmarks.inference import evaluate_data, predict_all, predict_maps
@@ -58,8 +59,9 @@ from sslandmarks.viz import prediction_grid, shapes_figure
 
 # what a resumed run may change (the new values are applied from the checkpoint's step on, and recorded in
 # config.yaml): how long it trains, how often it evaluates, logs and saves, and its arithmetic (a run started
-# in bfloat16 on a GPU or an AMX CPU may go on elsewhere); anything else is refused
-RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every", "train.precision")
+# in bfloat16 on a GPU or an AMX CPU may go on elsewhere, and its convolution algorithm); anything else is refused
+RESUME_MAY_CHANGE = ("train.steps", "train.eval_every", "train.log_every", "train.checkpoint_every", "train.precision",
+                     "train.conv")
 LOG_TERMS = ("total", "landmark", "attribute", "elt", "l2")
 FIGURE_IMAGES = 12  # the first test images, drawn in predictions.png
 PREDICTIONS = "test_predictions.json"  # their predicted landmarks (K, 2) each, in input pixels
@@ -196,6 +198,7 @@ class Run:
     start: int = 0  # steps already done (resume)
     best: float = math.inf  # best validation score so far
     ema: AveragedModel | None = None  # the moving average of the weights (train.ema > 0)
+    fft_layers: tuple[str, ...] = ()  # the convolutions that train through the FFT (train.conv)
 
     @property
     def scored(self) -> nn.Module:
@@ -296,6 +299,7 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
             torch.set_rng_state(state["rng"][rank].clone())
     elif tc.init:
         init_weights(model, tc.init, verbose=rank == 0)
+    run.fft_layers = conv_algorithms(cfg, model, fabric, None if state is None else state.get("fft_layers"))
     if tc.ema > 0:  # from the weights training starts with (fresh, fine-tuned or resumed)
         run.ema = AveragedModel(model, multi_avg_fn=ema_update(tc.ema), use_buffers=True).eval()
         if state is not None:
@@ -304,6 +308,40 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
         run.ema = run.ema.to(fabric.device)
     run.model, run.optimizer = fabric.setup(model, optimizer)
     return run
+
+
+def pass_size(cfg: Config, world: int = 1) -> int:
+    """Images in one training pass of the network on each of ``world`` processes: the labelled, unlabelled and
+    extra sources' rows the variant draws, plus the warped copies ELT adds to the same pass."""
+    terms, tc = variant_terms(cfg.loss.variant), cfg.train
+    bu = tc.batch_unlabelled if terms & {"A", "ELT"} else 0
+    n = (tc.batch_labelled if "L" in terms else 0) + bu + sum(s.batch for s in cfg.data.extra_sources)
+    if "ELT" in terms and cfg.loss.alpha > 0:
+        n += n if cfg.loss.elt_on == "all" else bu
+    return max(1, n // world)
+
+
+def conv_algorithms(cfg: Config, model: nn.Module, fabric, saved: list[str] | None = None) -> tuple[str, ...]:
+    """Set how ``model``'s large-kernel convolutions train (``train.conv``; ``auto`` times both algorithms only on
+    a CPU in float32, elsewhere it keeps the direct convolution) and return the names of those that go through
+    the FFT. Timed at the size of a training pass (:func:`pass_size`): which algorithm wins depends on it (on a
+    2-core AVX2 EPYC a 9x9x16 layer at 64x64 was faster directly for 8 images, through the FFT for 48).
+    ``saved``: the choice a resumed checkpoint recorded, which ``auto`` keeps, so the run goes on as it began."""
+    mode = cfg.train.conv
+    if mode == "auto" and saved is not None:
+        set_fft(model, saved)
+        return tuple(saved)
+    if mode == "auto" and (fabric.device.type != "cpu" or resolve_precision(cfg.train.precision, "cpu") != "32-true"):
+        mode = "direct"
+    example = torch.zeros(pass_size(cfg, fabric.world_size), cfg.model.in_channels, *cfg.model.input_size,
+                          device=fabric.device)
+    if cfg.train.channels_last:
+        example = example.contiguous(memory_format=torch.channels_last)
+    names = choose_convolutions(model, example, mode)[0]
+    if fabric.world_size > 1:  # every process trains alike: rank 0's timing decides
+        names = fabric.broadcast(names, src=0)
+        set_fft(model, names)
+    return tuple(names)
 
 
 class Batches:
@@ -420,7 +458,7 @@ def save_state(run: Run, step: int, path: Path) -> None:
     state = {
         "model": run.scored.state_dict(), "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(), "step": step, "best_val_score": run.best,
-        "config": to_dict(run.cfg), "rng": rng,
+        "config": to_dict(run.cfg), "rng": rng, "fft_layers": list(run.fft_layers),
     }
     if run.ema is not None:  # the trained weights too, to resume; "model" is the average
         state.update(train_model=run.model.state_dict(), ema_updates=int(run.ema.n_averaged))
@@ -459,7 +497,8 @@ def finish(run: Run, splits: Splits, val: LandmarkData) -> dict:
     test = splits.test
     metrics = {"val": evaluate_data(model, val, cfg), "test": evaluate_data(model, test.to(run.fabric.device), cfg)}
     metrics = {**metrics["test"], **metrics, "best_val_score": run.best, "steps": cfg.train.steps,
-               "precision": resolve_precision(cfg.train.precision, cfg.train.device), "machine": machine()}
+               "precision": resolve_precision(cfg.train.precision, cfg.train.device), "machine": machine(),
+               "fft_layers": list(run.fft_layers)}
     write_json(metrics, out / "metrics.json")
     pred, _ = predict_all(model, test.images[:FIGURE_IMAGES])  # as the model sees the image: no test-time mirroring
     prediction_grid(test.images[:FIGURE_IMAGES], test.landmarks[:FIGURE_IMAGES].cpu(), {"prediction": pred},

@@ -1,0 +1,125 @@
+"""Large-kernel convolutions trained through the FFT, where that is faster on the machine at hand.
+
+A stride-1 SAME convolution is a product of spectra: ``fft_conv2d`` computes exactly what ``nn.Conv2d``
+computes (up to float32 rounding) with O(log) work per pixel instead of ``k * k``. Where oneDNN's float32
+9x9 convolutions are slow (a 2-core AVX2 EPYC: a 9x9x16 layer at 64x64 took 358 ms forward + backward for 48
+images, 212 ms through the FFT; HGR1 Seq-MT (L+ELT+A) training steps 1.2-1.4x faster) it trains faster; with
+8 channels, few images per pass, or where bfloat16 runs natively, the direct convolution wins. So training
+times a pass both ways (``train.conv: auto``) and keeps the faster; evaluation, export and autocast always use
+the direct convolution, and the parameters and ``state_dict`` are those of ``nn.Conv2d`` either way.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch import Tensor, nn
+
+from sslandmarks.config import CONV_MODES
+
+MIN_KERNEL = 5  # below this the direct convolution's k * k work per pixel is cheaper than any FFT
+MARGIN = 0.9  # auto keeps the FFT only when it took at most this fraction of the direct time (timing noise)
+MIN_GFLOP = 1.0  # auto keeps small networks direct without timing: little to save, and runs stay reproducible
+
+
+def fft_size(n: int) -> int:
+    """The smallest 5-smooth length (2^a 3^b 5^c) >= ``n``: FFTs of such lengths are fast."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def fft_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x (B, C, H, W)``, ``weight (O, C, k, k)`` with odd ``k``, ``bias (O,)`` or None -> ``(B, O, H, W)``:
+    what ``F.conv2d(x, weight, bias, padding=k // 2)`` computes (a cross-correlation with zero padding),
+    as the linear convolution of ``x`` with the flipped kernel: spectra zero-padded to at least
+    ``(H + k - 1, W + k - 1)`` so that nothing wraps around, multiplied and summed over ``C`` per frequency."""
+    _, _, h, w = x.shape
+    k = weight.shape[-1]
+    p = k // 2
+    size = (fft_size(h + k - 1), fft_size(w + k - 1))
+    xf = torch.fft.rfft2(x.contiguous(), s=size)  # (B, C, P, Q // 2 + 1)
+    wf = torch.fft.rfft2(weight.flip(-2, -1), s=size)  # (O, C, P, Q // 2 + 1)
+    y = torch.fft.irfft2(torch.einsum("bchw,ochw->bohw", xf, wf), s=size)[..., p:p + h, p:p + w]
+    return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
+class FFTConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (same parameters, same ``state_dict``) whose float32 training passes go through
+    :func:`fft_conv2d`; in evaluation, under autocast and in other dtypes it is the direct convolution."""
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.training and x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+            return fft_conv2d(x, weight, bias)
+        return super()._conv_forward(x, weight, bias)
+
+
+def fft_capable(module: nn.Module) -> bool:
+    """Whether ``module`` is a plain convolution that :func:`fft_conv2d` can stand in for: stride 1, no
+    dilation or groups, an odd square kernel of at least ``MIN_KERNEL`` with SAME zero padding."""
+    if type(module) not in (nn.Conv2d, FFTConv2d):
+        return False
+    k = module.kernel_size
+    return (k[0] == k[1] and k[0] % 2 == 1 and k[0] >= MIN_KERNEL and module.stride == (1, 1)
+            and module.dilation == (1, 1) and module.groups == 1 and module.padding_mode == "zeros"
+            and module.padding == (k[0] // 2, k[1] // 2))
+
+
+def set_fft(model: nn.Module, names: set[str] | list[str]) -> None:
+    """Make the FFT-capable convolutions called ``names`` train through the FFT, and the others directly."""
+    names = set(names)
+    for name, m in model.named_modules():
+        if fft_capable(m):
+            m.__class__ = FFTConv2d if name in names else nn.Conv2d
+
+
+def _ms(model: nn.Module, x: Tensor, reps: int) -> float:
+    """The fastest of ``reps`` timed training passes (forward, backward of the maps' sum) after an untimed one."""
+    best = float("inf")
+    for i in range(reps + 1):
+        t = time.perf_counter()
+        model(x).heatmaps.float().sum().backward()
+        if i:
+            best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+
+def capable_gflop(model: nn.Module, example: Tensor) -> float:
+    """Forward GFLOP of ``model``'s FFT-capable convolutions for a batch shaped like ``example (B, C, H, W)``,
+    each counted at the input's resolution (an upper bound where a network pools)."""
+    b, _, h, w = example.shape
+    return sum(2 * b * h * w * m.weight.numel() for m in model.modules() if fft_capable(m)) / 1e9
+
+
+def choose_convolutions(model: nn.Module, example: Tensor, mode: str, reps: int = 2) -> tuple[list[str], dict]:
+    """Set how the FFT-capable convolutions of ``model`` (a network whose output has ``heatmaps``) train:
+    ``mode`` ``direct``, ``fft``, or ``auto``: directly when they do less than ``MIN_GFLOP`` of work per pass
+    (:func:`capable_gflop`), else through the FFT when a training pass of a copy of ``model`` on
+    random float32 input of ``example``'s shape ``(B, C, H, W)`` and memory format took at most ``MARGIN`` of
+    its time with direct convolutions (the fastest of ``reps`` passes each). Whole passes are timed, not layers
+    one by one: on a 2-core AVX2 EPYC layers timed alone favoured the direct convolution where whole training
+    steps ran 1.2-1.4x faster through the FFT. Returns the names of the layers that train through the FFT and
+    the timings (``direct_ms``, ``fft_ms``; empty unless ``auto`` timed them)."""
+    if mode not in CONV_MODES:
+        raise ValueError(f"conv mode {mode!r}: use one of {', '.join(CONV_MODES)}")
+    capable = {name for name, m in model.named_modules() if fft_capable(m)}
+    fft, timings = mode == "fft", {}
+    if mode == "auto" and capable and capable_gflop(model, example) >= MIN_GFLOP:
+        with torch.random.fork_rng(devices=[]):  # the run's random stream (dropout) stays as without timing
+            trial = copy.deepcopy(model).train().float()
+            x = torch.randn(example.shape, device=example.device)
+            if example.is_contiguous(memory_format=torch.channels_last):
+                x = x.contiguous(memory_format=torch.channels_last)
+            for alg in ("direct", "fft"):
+                set_fft(trial, capable if alg == "fft" else set())
+                timings[f"{alg}_ms"] = _ms(trial, x, reps)
+        fft = timings["fft_ms"] <= MARGIN * timings["direct_ms"]
+    set_fft(model, capable if fft else set())
+    return sorted(capable) if fft else [], timings
