@@ -174,7 +174,8 @@ def test_a_cell_is_reused_only_under_the_same_config(tiny_grid, tmp_path, capsys
 
 def test_a_cell_in_either_arithmetic_of_auto_is_reused_and_its_machine_is_stated(tiny_grid, tmp_path, capsys):
     """A protocol asking for ``train.precision=auto`` reuses a cell trained in bfloat16 (an AMX CPU) or float32
-    (elsewhere), not one in float64; ``table.md`` says where and in which arithmetic the cells ran."""
+    (elsewhere), or with another ``train.conv``, not one in float64; ``table.md`` says where and in which
+    arithmetic the cells ran."""
     src, _ = tiny_grid
     row = BLOCKS_TABLE1.rows[0]
     out = tmp_path / "t"
@@ -190,6 +191,9 @@ def test_a_cell_in_either_arithmetic_of_auto_is_reused_and_its_machine_is_stated
         saved["train"]["precision"] = precision
         (run / "config.yaml").write_text(yaml.safe_dump(saved))
         assert main(base) == 0 and (run / "metrics.json").stat().st_mtime_ns == stamp  # reused
+    saved["train"]["conv"] = "fft"  # the convolution algorithm (the same function) never clashes either
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(base) == 0 and (run / "metrics.json").stat().st_mtime_ns == stamp
     md = (out / "table.md").read_text()
     assert f"Where the cells ran: 1 cell(s) in float32 on {describe(machine())} (" in md
     del metrics["precision"], metrics["machine"]  # a cell finished before these were recorded
