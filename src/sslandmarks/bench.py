@@ -23,7 +23,7 @@ from sslandmarks.data.dataset import LandmarkData
 from sslandmarks.errors import UserError
 from sslandmarks.geometry import AffineRanges, sample_affine
 from sslandmarks.models import build_model, model_entry
-from sslandmarks.train import compute_losses, total_loss
+from sslandmarks.train import compute_losses, network_passes, total_loss
 
 # name -> (config file, overrides): Tables S7 (Blocks), S8 (hands), S9 (300W)
 BENCH_MODELS = {
@@ -69,14 +69,6 @@ def _fake_data(cfg: Config, n: int, device: torch.device) -> LandmarkData:
     lms[n // 2 :] = float("nan")  # the second half is unlabelled
     attrs = {hd.name: torch.randint(0, hd.classes, (n,), generator=g) for hd in cfg.model.heads}
     return LandmarkData(images, lms, attrs, {hd.name: hd.kind for hd in cfg.model.heads}).to(device)
-
-
-def network_passes(cfg: Config, bl: int, bu: int) -> int:
-    """Images through the network per step: each of ``bl + bu`` once, plus a warped copy of every image ELT
-    applies to (the unlabelled ones, or all of them with ``loss.elt_on: all``, as on 300-W)."""
-    if "ELT" not in cfg.loss.variant.split("+"):
-        return bl + bu
-    return 2 * (bl + bu) if cfg.loss.elt_on == "all" else bl + 2 * bu
 
 
 def train_step_fn(cfg: Config, device: torch.device, bl: int, bu: int, bf16: bool) -> tuple:

@@ -310,15 +310,20 @@ def setup(cfg: Config, out: Path, resume: bool, fabric) -> Run:
     return run
 
 
+def network_passes(cfg: Config, bl: int, bu: int) -> int:
+    """Images through the network per step: each of ``bl + bu`` once, plus a warped copy of every image ELT
+    applies to (the unlabelled ones, or all of them with ``loss.elt_on: all``, as on 300-W)."""
+    if "ELT" not in cfg.loss.variant.split("+"):
+        return bl + bu
+    return 2 * (bl + bu) if cfg.loss.elt_on == "all" else bl + 2 * bu
+
+
 def pass_size(cfg: Config, world: int = 1) -> int:
-    """Images in one training pass of the network on each of ``world`` processes: the labelled, unlabelled and
-    extra sources' rows the variant draws, plus the warped copies ELT adds to the same pass."""
+    """Images in one training pass of the network on each of ``world`` processes: the labelled (with the extra
+    sources') and unlabelled rows the variant draws, and the warped copies ELT adds (:func:`network_passes`)."""
     terms, tc = variant_terms(cfg.loss.variant), cfg.train
-    bu = tc.batch_unlabelled if terms & {"A", "ELT"} else 0
-    n = (tc.batch_labelled if "L" in terms else 0) + bu + sum(s.batch for s in cfg.data.extra_sources)
-    if "ELT" in terms and cfg.loss.alpha > 0:
-        n += n if cfg.loss.elt_on == "all" else bu
-    return max(1, n // world)
+    bl = (tc.batch_labelled if "L" in terms else 0) + sum(s.batch for s in cfg.data.extra_sources)
+    return max(1, network_passes(cfg, bl, tc.batch_unlabelled if terms & {"A", "ELT"} else 0) // world)
 
 
 def conv_algorithms(cfg: Config, model: nn.Module, fabric, saved: list[str] | None = None) -> tuple[str, ...]:
