@@ -103,6 +103,18 @@ def test_auto_keeps_small_networks_direct_and_times_large_ones(monkeypatch):
     assert [type(m) is FFTConv2d for m in model.modules() if fft_capable(m)] == [bool(names)] * 2
 
 
+@pytest.mark.parametrize("config", ["blocks.yaml", "blocks_commmt.yaml", "blocks_heatmapmt.yaml"])
+def test_auto_times_every_model_kind(monkeypatch, config):
+    """The timed pass backpropagates through whatever a model outputs (Comm-MT's maps are constant zeros)."""
+    import sslandmarks.fftconv as fftconv
+    from sslandmarks.models import build_model
+
+    monkeypatch.setattr(fftconv, "MIN_GFLOP", 0.0)
+    cfg = load_config(config, list(TINY_OVERRIDES)).model
+    _, timings = choose_convolutions(build_model(cfg), torch.zeros(2, cfg.in_channels, *cfg.input_size), "auto", 1)
+    assert set(timings) == {"direct_ms", "fft_ms"}
+
+
 def test_a_bad_conv_mode_is_refused():
     with pytest.raises(UserError, match="train.conv"):
         load_config(BLOCKS, ["train.conv=winograd"])

@@ -80,12 +80,21 @@ def set_fft(model: nn.Module, names: set[str] | list[str]) -> None:
             m.__class__ = FFTConv2d if name in names else nn.Conv2d
 
 
+def _output_sum(out) -> Tensor:
+    """The sum of every output tensor that carries a gradient (a model's ``ModelOutput``: the maps, the
+    landmarks and the heads), so that a backward pass reaches every layer of any model kind (Comm-MT's
+    ``heatmaps`` are constant zeros)."""
+    tensors = [out.heatmaps, out.landmarks, *out.attributes.values()]
+    return sum(t.float().sum() for t in tensors if t.requires_grad)
+
+
 def _ms(model: nn.Module, x: Tensor, reps: int) -> float:
-    """The fastest of ``reps`` timed training passes (forward, backward of the maps' sum) after an untimed one."""
+    """The fastest of ``reps`` timed training passes (forward, backward of the outputs' sum) after an untimed
+    one."""
     best = float("inf")
     for i in range(reps + 1):
         t = time.perf_counter()
-        model(x).heatmaps.float().sum().backward()
+        _output_sum(model(x)).backward()
         if i:
             best = min(best, time.perf_counter() - t)
     return best * 1e3
