@@ -115,6 +115,24 @@ def test_auto_times_every_model_kind(monkeypatch, config):
     assert set(timings) == {"direct_ms", "fft_ms"}
 
 
+def test_auto_leaves_short_runs_direct_untimed(monkeypatch):
+    """A run shorter than MIN_STEPS (a --quick smoke run) is not worth the timing; a long one is timed."""
+    import sslandmarks.fftconv as fftconv
+    from sslandmarks.models import build_model
+    from sslandmarks.train import conv_algorithms
+
+    class Fabric:  # the two attributes conv_algorithms reads
+        device, world_size = torch.device("cpu"), 1
+
+    timed = []
+    monkeypatch.setattr(fftconv, "MIN_GFLOP", 0.0)
+    monkeypatch.setattr(fftconv, "_ms", lambda model, x, reps: timed.append(x.shape) or 1.0)
+    for steps in (fftconv.MIN_STEPS - 1, fftconv.MIN_STEPS):
+        cfg = load_config(BLOCKS, [*TINY_OVERRIDES, f"train.steps={steps}", "train.precision=32-true"])
+        conv_algorithms(cfg, build_model(cfg.model), Fabric())
+    assert len(timed) == 2  # direct and FFT, for the long run only
+
+
 def test_a_bad_conv_mode_is_refused():
     with pytest.raises(UserError, match="train.conv"):
         load_config(BLOCKS, ["train.conv=winograd"])

@@ -39,7 +39,7 @@ from sslandmarks.data.mix import mix_sources
 from sslandmarks.data.sources import hidden_landmarks
 from sslandmarks.data.splits import IndexStream, semi_supervised
 from sslandmarks.errors import UserError
-from sslandmarks.fftconv import choose_convolutions, set_fft
+from sslandmarks.fftconv import MIN_STEPS, choose_convolutions, set_fft
 from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, sample_box_jitter, warp_images
 from sslandmarks.hardware import machine
 from sslandmarks.inference import evaluate_data, predict_all, predict_maps
@@ -328,7 +328,8 @@ def pass_size(cfg: Config, world: int = 1) -> int:
 
 def conv_algorithms(cfg: Config, model: nn.Module, fabric, saved: list[str] | None = None) -> tuple[str, ...]:
     """Set how ``model``'s large-kernel convolutions train (``train.conv``; ``auto`` times both algorithms only on
-    a CPU in float32, elsewhere it keeps the direct convolution) and return the names of those that go through
+    a CPU in float32 for runs of at least ``fftconv.MIN_STEPS`` steps, elsewhere it keeps the direct convolution)
+    and return the names of those that go through
     the FFT. Timed at the size of a training pass (:func:`pass_size`): which algorithm wins depends on it (on a
     2-core AVX2 EPYC a 9x9x16 layer at 64x64 was faster directly for 8 images, through the FFT for 48).
     ``saved``: the choice a resumed checkpoint recorded, which ``auto`` keeps, so the run goes on as it began."""
@@ -336,7 +337,8 @@ def conv_algorithms(cfg: Config, model: nn.Module, fabric, saved: list[str] | No
     if mode == "auto" and saved is not None:
         set_fft(model, saved)
         return tuple(saved)
-    if mode == "auto" and (fabric.device.type != "cpu" or resolve_precision(cfg.train.precision, "cpu") != "32-true"):
+    if mode == "auto" and (fabric.device.type != "cpu" or cfg.train.steps < MIN_STEPS
+                           or resolve_precision(cfg.train.precision, "cpu") != "32-true"):
         mode = "direct"
     example = torch.zeros(pass_size(cfg, fabric.world_size), cfg.model.in_channels, *cfg.model.input_size,
                           device=fabric.device)
