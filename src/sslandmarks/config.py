@@ -156,7 +156,7 @@ class TrainConfig:
     channels_last: bool = True
     # how stride-1 convolutions with kernels of 5 or more train in float32: directly, through the FFT (the same
     # function, another algorithm), or auto: on a CPU, whichever made a training pass of random images faster
-    # when the run started (a few seconds; networks under 1 GFLOP a pass and runs under 500 steps stay direct
+    # when the run started (a few seconds; networks under 1 GFLOP a pass and runs under 200 steps stay direct
     # untimed); evaluation and export always convolve directly
     conv: str = "auto"
     # decay of an exponential moving average of the weights and BatchNorm statistics (0 = off); when on, the

@@ -23,8 +23,9 @@ MIN_KERNEL = 5  # below this the direct convolution's k * k work per pixel is ch
 MARGIN = 0.9  # auto keeps the FFT only when it took at most this fraction of the direct time (timing noise)
 MIN_GFLOP = 1.0  # auto keeps small networks direct without timing: little to save, and runs stay reproducible
 # auto keeps runs shorter than this direct without timing: the timing costs about as much as 10-20 training steps
-# (a --quick run of 20 steps spent as long timing as training), a few per cent of a run this long
-MIN_STEPS = 500
+# (a --quick run of 20 steps spent as long timing as training), at most a tenth of a run this long, where the FFT
+# may save a quarter
+MIN_STEPS = 200
 
 
 def fft_size(n: int) -> int:
