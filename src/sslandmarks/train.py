@@ -329,9 +329,9 @@ def pass_size(cfg: Config, world: int = 1) -> int:
 def conv_algorithms(cfg: Config, model: nn.Module, fabric, saved: list[str] | None = None) -> tuple[str, ...]:
     """Set how ``model``'s large-kernel convolutions train (``train.conv``; ``auto`` times both algorithms only on
     a CPU in float32 for runs of at least ``fftconv.MIN_STEPS`` steps, elsewhere it keeps the direct convolution)
-    and return the names of those that go through
-    the FFT. Timed at the size of a training pass (:func:`pass_size`): which algorithm wins depends on it (on a
-    2-core AVX2 EPYC a 9x9x16 layer at 64x64 was faster directly for 8 images, through the FFT for 48).
+    and return the names of those that go through the FFT. Timed at the size of a training pass
+    (:func:`pass_size`): which algorithm wins depends on it (on a 2-core AVX2 EPYC a 9x9x16 layer at 64x64 was
+    faster directly for 8 images, through the FFT for 48).
     ``saved``: the choice a resumed checkpoint recorded, which ``auto`` keeps, so the run goes on as it began."""
     mode = cfg.train.conv
     if mode == "auto" and saved is not None:
