@@ -139,24 +139,28 @@ BLOCKS_TABLE1 = Table(
 )
 REAL_DATA_QUICK = {"train": {"steps": 40, "eval_every": 20, "log_every": 20, "checkpoint_every": 20}}
 HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
-# The protocol of results/hgr1, sized for a 2-core CPU (at most 6 hours for the grid): Table S8's 9x9 stacks at
-# width 16 instead of 64 (Comm-MT's and Heatmap-MT's 1x1 layers too), so one L+ELT+A step of 16 + 32 hands costs
-# ~1/16 of the paper's; the recipe of the Blocks CPU protocol (Adam, 100 warm-up steps to lr 3e-3, cosine,
-# bfloat16 autocast), chosen on the validation subjects (id11, id12). 1,500 steps: at 5 % the validation NME of
-# Seq-MT (L) stopped improving by then (80.0 % after 4,000 steps, 79.7 % best of 1,500), as it did with weight
-# averaging (76.1 % at 1,500, 76.9 % at 2,000); peak lr 5e-3, mirrored hands and ELT weight 1 were no better.
-# Measured costs per step (bfloat16, 1 thread): L 150, L+A 432, L+ELT 653, L+ELT+A 682, Comm-MT (L+A) 334,
-# Heatmap-MT (L+A) 630 ms: 52 cells of 1,500 steps ~10 CPU-hours, ~5 hours of the machine.
+# The protocol of results/hgr1, sized for a 2-core CPU without bfloat16 units (at most 6 hours for the grid): Table
+# S8's 9x9 stacks at width 16 instead of 64 (Comm-MT's and Heatmap-MT's 1x1 layers too), the recipe of the Blocks
+# CPU protocol (Adam, 100 warm-up steps to lr 3e-3, cosine), chosen on the validation subjects (id11, id12) at 5 %
+# labels, seed 0 (validation mean error in pixels / NME %, best checkpoint):
+# - width 16, 1,500 steps (bfloat16 on an AMX CPU): L 53.0 / 79.8, L+A 53.2, L+ELT 50.7 (L stopped improving
+#   by 1,500 steps: 80.0 % NME after 4,000; peak lr 5e-3, mirrored hands and ELT weight 1 were no better);
+# - width 8, 1,000 steps (a third of the cost): L 54.2 / 77.2, L+ELT+A 57.8 / 84.3: ELT and gestures hurt there;
+# - width 16, 450 steps: L 57.0 / 81.9, L+ELT+A 53.6 / 78.7: they help, so width 16 it is.
+# In float32 on a 2-core AVX2 EPYC (one thread a run, through the FFT where train.conv auto chose it) 450 steps cost
+# L 299 and L+ELT+A 1,222 CPU-seconds, so 1,500 steps of the 52 cells would take ~40 CPU-hours; 400 steps (~11
+# CPU-hours, ~5.5 hours of the machine with both cores busy) fit the budget. On a CPU with AMX-BF16 (bfloat16
+# autocast) a cell costs ~1/5 of that.
 HGR1_CPU = Protocol(
     overrides={"model": {"width": 16},
-               "train": {"steps": 1500, "lr": 0.003, "warmup_steps": 100, "precision": "auto",
-                         "eval_every": 250, "log_every": 50, "checkpoint_every": 250}},
+               "train": {"steps": 400, "lr": 0.003, "warmup_steps": 100, "precision": "auto",
+                         "eval_every": 100, "log_every": 50, "checkpoint_every": 100}},
     by_config={"hgr1_commmt.yaml": {"model": {"pointwise": [16, 16]}},
                "hgr1_heatmapmt.yaml": {"model": {"pointwise": [16, 16]}}},
     seeds={5.0: 3, 10.0: 3, 20.0: 1, 50.0: 1, 100.0: 1},
     rows=("Seq-MT (L)", "Seq-MT (L+A)", "Seq-MT (L+ELT)", "Seq-MT (L+ELT+A)", "Comm-MT (L+A)", "Heatmap-MT (L+A)"),
-    note="CPU protocol: Table S8's networks at width 16 (the paper: 64), 1,500 steps of 16 labelled + 32 other "
-         "hands for every row (the best of 6 validation checkpoints on subjects id11 and id12), Adam with a 100-step "
+    note="CPU protocol: Table S8's networks at width 16 (the paper: 64), 400 steps of 16 labelled + 32 other "
+         "hands for every row (the best of 4 validation checkpoints on subjects id11 and id12), Adam with a 100-step "
          "warm-up to lr 3e-3 then cosine decay, bfloat16 autocast on CPUs with AMX-BF16 (float32 elsewhere); the six "
          "rows the CPU budget affords (Comm-MT and "
          "Heatmap-MT with the gestures, as their (L+A) rows); 3 seeds at 5 and 10 %, 1 elsewhere.",
