@@ -54,6 +54,20 @@ def test_fft_convolution_is_the_direct_one_with_its_gradients(b, c, o, h, w, k):
     assert not torch.allclose(fft_conv2d(x, wt.flip(-1), bias), direct)  # a cross-correlation, not a convolution
 
 
+def test_fft_convolution_of_an_input_without_gradient_and_a_channels_last_one():
+    """A network's first layer: the image needs no gradient (only the kernel's is computed); inside a
+    channels-last network the layer sees strided input and output gradients: same values and gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 12, 10, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    wt = torch.randn(5, 3, 7, 7, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 5, 12, 10, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    direct, fft = F.conv2d(x, wt, padding=3), fft_conv2d(x, wt, None)
+    assert (fft - direct).abs().max() <= bound(x, wt, 7, 12, 10)
+    (expected,), (got,) = torch.autograd.grad(direct, wt, g), torch.autograd.grad(fft, wt, g)
+    assert (got - expected).abs().max() <= 1e-9 * expected.abs().max()
+    assert torch.autograd.gradcheck(fft_conv2d, (x[:1, :, :6, :5].detach().requires_grad_(), wt[:2], None))
+
+
 def test_fft_layer_keeps_the_parameters_and_is_direct_in_evaluation():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 5, 9, padding=4)

@@ -2,11 +2,13 @@
 
 A stride-1 SAME convolution is a product of spectra: ``fft_conv2d`` computes exactly what ``nn.Conv2d``
 computes (up to float32 rounding) with O(log) work per pixel instead of ``k * k``. Where oneDNN's float32
-9x9 convolutions are slow (a 2-core AVX2 EPYC: a 9x9x16 layer at 64x64 took 358 ms forward + backward for 48
-images, 212 ms through the FFT; HGR1 Seq-MT (L+ELT+A) training steps 1.2-1.4x faster) it trains faster; with
-8 channels, few images per pass, or where bfloat16 runs natively, the direct convolution wins. So training
-times a pass both ways (``train.conv: auto``) and keeps the faster; evaluation, export and autocast always use
-the direct convolution, and the parameters and ``state_dict`` are those of ``nn.Conv2d`` either way.
+9x9 convolutions are slow it trains faster: on an idle 2-core AVX2 EPYC, one thread, a training step of HGR1's
+Seq-MT (L+ELT+A) at width 16 (16 + 32 images, 64x64) took 2.67 s directly and 1.20 s through the FFT (1.9-2.0 s
+while autograd derived the backward, before :class:`_FFTConv` wrote it out), MTFL's at depth 5 2.15 s and 1.13 s
+(1.6-1.9 s before; ``scripts/profile_step.py``, best of 6 steps); with 8 channels, few images per pass, or
+where bfloat16 runs natively, the direct convolution wins. So training times a pass both ways
+(``train.conv: auto``) and keeps the faster; evaluation, export and autocast always use the direct
+convolution, and the parameters and ``state_dict`` are those of ``nn.Conv2d`` either way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import copy
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslandmarks.config import CONV_MODES
@@ -40,18 +43,67 @@ def fft_size(n: int) -> int:
         n += 1
 
 
+def _by_frequency(spectra: Tensor, order: tuple[int, int]) -> Tensor:
+    """``spectra (M, N, P, Q)`` -> ``(P * Q, M, N)`` (``order (0, 1)``) or ``(P * Q, N, M)`` (``(1, 0)``), contiguous:
+    one small matrix per frequency, laid out for ``torch.bmm`` (CPU's complex ``bmm`` copies matrix by matrix
+    when handed strided or conjugate views, which cost more than the products)."""
+    m, n, p, q = spectra.shape
+    return spectra.reshape(m, n, p * q).permute(2, *order).contiguous()
+
+
+def _spatial(by_freq: Tensor, order: tuple[int, int], p: int, q: int) -> Tensor:
+    """``(P * Q, M, N)`` -> a view ``(M, N, P, Q)`` (``order (1, 2)``) or ``(N, M, P, Q)`` (``(2, 1)``), the inverse
+    layout of :func:`_by_frequency`, not copied: ``irfft2`` copies its input anyway, in any layout, at no extra
+    cost (a copy made here first cost as much as the transform)."""
+    return by_freq.permute(*order, 0).unflatten(2, (p, q))
+
+
+class _FFTConv(torch.autograd.Function):
+    """The cross-correlation ``F.conv2d(x, weight, padding=k // 2)`` through the FFT, with its backward written
+    out as two more spectral products (autograd's own backward of ``rfft2``/``irfft2`` and of complex
+    ``einsum`` took 2-3x the forward time). With ``X``, ``W`` the spectra of ``x`` and of the flipped kernel,
+    zero-padded to ``size`` so that nothing wraps, and ``G`` that of the output gradient placed where the
+    output was cropped from: ``Y = sum_c X W``, ``dX = sum_o G conj(W)`` (cropped to the input), and the
+    flipped kernel's gradient ``sum_b G conj(X)`` (cropped to ``k x k``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor) -> Tensor:  # (B, C, H, W), (O, C, k, k) -> (B, O, H, W)
+        _, _, h, w = x.shape
+        k = weight.shape[-1]
+        p = k // 2
+        size = (fft_size(h + k - 1), fft_size(w + k - 1))
+        xf = _by_frequency(torch.fft.rfft2(x.contiguous(), s=size), (0, 1))  # (F, B, C), F = P * (Q // 2 + 1)
+        wf = _by_frequency(torch.fft.rfft2(weight.flip(-2, -1), s=size), (1, 0))  # (F, C, O)
+        q = size[1] // 2 + 1
+        y = torch.fft.irfft2(_spatial(torch.bmm(xf, wf), (1, 2), size[0], q), s=size)[..., p:p + h, p:p + w]
+        ctx.save_for_backward(xf, wf)
+        ctx.geometry = (h, w, k, size)
+        return y.contiguous()  # a strided crop would slow the batch norm that follows ~2.5x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        xf, wf = ctx.saved_tensors
+        h, w, k, size = ctx.geometry
+        p, q = k // 2, size[1] // 2 + 1
+        padded = F.pad(grad.contiguous(), (p, size[1] - w - p, p, size[0] - h - p))
+        g = _by_frequency(torch.fft.rfft2(padded), (1, 0))  # (F, O, B)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dxf = torch.bmm(wf.conj_physical(), g)  # (F, C, B)
+            dx = torch.fft.irfft2(_spatial(dxf, (2, 1), size[0], q), s=size)[..., :h, :w].contiguous()
+        if ctx.needs_input_grad[1]:
+            dvf = torch.bmm(g, xf.conj_physical())  # (F, O, C)
+            dw = torch.fft.irfft2(_spatial(dvf, (1, 2), size[0], q), s=size)[..., :k, :k].flip(-2, -1)
+        return dx, dw
+
+
 def fft_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x (B, C, H, W)``, ``weight (O, C, k, k)`` with odd ``k``, ``bias (O,)`` or None -> ``(B, O, H, W)``:
     what ``F.conv2d(x, weight, bias, padding=k // 2)`` computes (a cross-correlation with zero padding),
     as the linear convolution of ``x`` with the flipped kernel: spectra zero-padded to at least
-    ``(H + k - 1, W + k - 1)`` so that nothing wraps around, multiplied and summed over ``C`` per frequency."""
-    _, _, h, w = x.shape
-    k = weight.shape[-1]
-    p = k // 2
-    size = (fft_size(h + k - 1), fft_size(w + k - 1))
-    xf = torch.fft.rfft2(x.contiguous(), s=size)  # (B, C, P, Q // 2 + 1)
-    wf = torch.fft.rfft2(weight.flip(-2, -1), s=size)  # (O, C, P, Q // 2 + 1)
-    y = torch.fft.irfft2(torch.einsum("bchw,ochw->bohw", xf, wf), s=size)[..., p:p + h, p:p + w]
+    ``(H + k - 1, W + k - 1)`` so that nothing wraps around, multiplied and summed over ``C`` per frequency
+    (:class:`_FFTConv`, which also writes out the backward)."""
+    y = _FFTConv.apply(x, weight)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
 
 
