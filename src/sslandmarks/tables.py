@@ -149,7 +149,9 @@ HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
 # - width 16, 450 steps: L 57.0 / 81.9, L+ELT+A 53.6 / 78.7: they help, so width 16 it is.
 # In float32 on a 2-core AVX2 EPYC (one thread a run, through the FFT where train.conv auto chose it) 450 steps cost
 # L 299 and L+ELT+A 1,222 CPU-seconds, so 1,500 steps of the 52 cells would take ~40 CPU-hours; 400 steps (~11
-# CPU-hours, ~5.5 hours of the machine with both cores busy) fit the budget. On a CPU with AMX-BF16 (bfloat16
+# CPU-hours, ~5.5 hours of the machine with both cores busy) fit the budget. Since then the FFT convolution's
+# backward is written out (fftconv._FFTConv: a width-16 L+ELT+A step 1.9-2.0 -> 1.05 s), which should bring the
+# grid to ~6 CPU-hours (an estimate; table.md counts what the cells took). On a CPU with AMX-BF16 (bfloat16
 # autocast) a cell costs ~1/5 of that.
 HGR1_CPU = Protocol(
     overrides={"model": {"width": 16},
