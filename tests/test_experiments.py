@@ -141,8 +141,8 @@ def test_face_cpu_protocols_size_every_row_of_an_architecture_alike(name, count)
         cfg = cell_config(table, row, 5.0, 0, False, None, cpu)
         check_config(cfg)
         m, t = cfg.model, cfg.train
-        assert (t.steps, t.lr, t.precision, t.batch_labelled) == (2000, 0.003, "auto", 16)
-        assert t.batch_unlabelled == (32 if name == "mtfl" else 16)  # 300-W warps every face: 2 x (16 + 16)
+        assert (t.steps, t.lr, t.precision, t.batch_labelled, t.eval_every) == (900, 0.003, "auto", 16, 150)
+        assert t.batch_unlabelled == (16 if name == "mtfl" else 8)  # 300-W warps every face: 2 x (16 + 8)
         if m.name == "seqmt":
             assert (m.width, m.depth, m.kernel, m.input_size) == (16, 5, 9, (64, 64)), row.name
         else:
