@@ -215,7 +215,8 @@ RCN_FAST = {"model": {"input_size": [64, 64], "width": 48, "levels": 3, "stem_st
 # Seq-MT of about RCN_FAST's cost per step on this CPU: five full-resolution 9x9x16 convs at 64x64 (Table S9: 7x32).
 # On MTFL's validation faces at 5 % labels, seed 0 (validation NME %, by step): with 900 steps of 16 + 16 faces,
 # Seq-MT (L) 14.7 / 13.6 / 11.9 / 11.9 / 9.91 / 9.85 at steps 150-900, (L+ELT+A) 17.4 / 14.0 / 11.2 / 9.98 / 9.42 /
-# ... (behind at first, ahead from step 450); with 2,000 steps of 16 + 32 (the first plan): L 6.96, L+ELT+A 6.17;
+# 8.88 (behind at first, ahead from step 450, 0.90x at the end); 2,000 steps of 16 + 32 faces (the first plan): L
+# 6.96, L+ELT+A 6.17 (0.89x);
 # width 8, 1,000 steps: L 11.2, L+ELT+A 10.0; width 16, 500 steps: L 10.6.
 SEQMT_CPU = {"model": {"width": 16, "depth": 5}}
 MTFL_CPU = Protocol(
@@ -228,7 +229,7 @@ MTFL_CPU = Protocol(
          "faces for every row (the best of 6 validation checkpoints), Adam with a 100-step warm-up to lr 3e-3 then "
          "cosine decay, bfloat16 autocast on CPUs with AMX-BF16 (float32 elsewhere); 3 seeds at 1 and 5 %, 1 at 20 "
          "and 100 %. Sized for a 2-core CPU: on MTFL's validation faces 2,000 steps of 16 + 32 faces reached 6.96 % "
-         "(L) and 6.17 % (L+ELT+A) NME at 5 % labels, where 900 steps reach ~9.9 and ~9.4.",
+         "(L) and 6.17 % (L+ELT+A) NME at 5 % labels, 900 steps 9.85 and 8.88 % (seed 0).",
 )
 MTFL_TABLE = Table(
     rows=(
