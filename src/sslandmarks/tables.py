@@ -206,7 +206,7 @@ MTFL_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 100.0)
 # The face tables' CPU recipe: 900 steps of Adam (100 warm-up steps to lr 3e-3, cosine), the best of 6 validation
 # checkpoints. Sized for both tables within 8 hours of a 2-core AVX2 EPYC in float32, from step times measured beside
 # another run (s per step: MTFL Seq-MT L 0.41, L+ELT+A 0.86 with 16 other faces; 300-W Seq-MT L 0.60, L+ELT 1.73 with
-# 8): the 77 cells come to ~53 CPU-seconds per step of all, ~13 CPU-hours (6.6 hours of the machine) at 900 steps.
+# 8): the 78 cells come to ~53 CPU-seconds per step of all, ~13 CPU-hours (6.6 hours of the machine) at 900 steps.
 # The 2,000 steps of 16 + 32 faces first planned would have taken ~60 CPU-hours there (~12 on a CPU with AMX-BF16).
 CPU_TRAIN = {"steps": 900, "lr": 0.003, "warmup_steps": 100, "precision": "auto", "batch_labelled": 16,
              "batch_unlabelled": 16, "eval_every": 150, "log_every": 50, "checkpoint_every": 150}
