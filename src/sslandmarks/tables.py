@@ -205,9 +205,10 @@ HGR1_TABLE2 = Table(
 MTFL_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 100.0)
 # The face tables' CPU recipe: 900 steps of Adam (100 warm-up steps to lr 3e-3, cosine), the best of 6 validation
 # checkpoints. Sized for both tables within 8 hours of a 2-core AVX2 EPYC in float32, from step times measured beside
-# another run (s per step: MTFL Seq-MT L 0.41, L+ELT+A 0.86 with 16 other faces; 300-W Seq-MT L 0.60, L+ELT 1.73 with
-# 8): the 78 cells come to ~53 CPU-seconds per step of all, ~13 CPU-hours (6.6 hours of the machine) at 900 steps.
-# The 2,000 steps of 16 + 32 faces first planned would have taken ~60 CPU-hours there (~12 on a CPU with AMX-BF16).
+# other runs (CPU-s per step, log.csv of the 900-step validation runs: MTFL Seq-MT L 0.41, L+ELT+A 0.86 with 16 other
+# faces; 300-W Seq-MT L 0.60, L+ELT 1.70, RCN+ L 0.21, L+ELT 0.61 with 8): the 78 cells come to ~53 CPU-seconds per
+# step of all, ~13 CPU-hours (6.6 hours of the machine) at 900 steps. The 2,000 steps of 16 + 32 faces first planned
+# were estimated at ~60 CPU-hours there.
 CPU_TRAIN = {"steps": 900, "lr": 0.003, "warmup_steps": 100, "precision": "auto", "batch_labelled": 16,
              "batch_unlabelled": 16, "eval_every": 150, "log_every": 50, "checkpoint_every": 150}
 # RCN+ as the bundled face68-fast (configs/300w_fast.yaml): 64x64 input, a stride-2 first conv, 48 maps, 3 poolings
@@ -216,8 +217,7 @@ RCN_FAST = {"model": {"input_size": [64, 64], "width": 48, "levels": 3, "stem_st
 # On MTFL's validation faces at 5 % labels, seed 0 (validation NME %, by step): with 900 steps of 16 + 16 faces,
 # Seq-MT (L) 14.7 / 13.6 / 11.9 / 11.9 / 9.91 / 9.85 at steps 150-900, (L+ELT+A) 17.4 / 14.0 / 11.2 / 9.98 / 9.42 /
 # 8.88 (behind at first, ahead from step 450, 0.90x at the end); 2,000 steps of 16 + 32 faces (the first plan): L
-# 6.96, L+ELT+A 6.17 (0.89x);
-# width 8, 1,000 steps: L 11.2, L+ELT+A 10.0; width 16, 500 steps: L 10.6.
+# 6.96, L+ELT+A 6.17 (0.89x); width 8, 1,000 steps: L 11.2, L+ELT+A 10.0; width 16, 500 steps: L 10.6.
 SEQMT_CPU = {"model": {"width": 16, "depth": 5}}
 MTFL_CPU = Protocol(
     overrides={"train": CPU_TRAIN},
@@ -262,7 +262,7 @@ W300_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
 # best 13.6 % at step 1,500), width 24 with the 9x9 map layer 11.9 % at 1.4x the time per step; RCN+ (L) 8.2 %.
 # The 9x9 map layer at width 16 keeps one Seq-MT for both face tables (MTFL's) within the 8-hour budget. With the
 # CPU recipe (900 steps, 16 labelled + 8 other faces, ELT on all; 5 %, seed 0, best validation NME): Seq-MT (L) 14.95,
-# (L+ELT) 13.88 % (0.93x); RCN+ (L) 9.34, (L+ELT) 8.16 % (0.87x); 1.70 CPU-s per step for Seq-MT (L+ELT).
+# (L+ELT) 13.88 % (0.93x); RCN+ (L) 9.34, (L+ELT) 8.16 % (0.87x).
 W300_CPU = Protocol(  # ELT warps every face here (both passes of 16 + 8), so fewer other faces per step than MTFL
     overrides={"train": {**CPU_TRAIN, "batch_unlabelled": 8}},
     by_config={"300w.yaml": {"model": {**SEQMT_CPU["model"], "beta": 1.0}},
