@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import BLOCKS, TINY_OVERRIDES, sets
+from sslandmarks import fftconv
 from sslandmarks.config import load_config
 from sslandmarks.errors import UserError
 from sslandmarks.fftconv import FFTConv2d, choose_convolutions, fft_capable, fft_conv2d, fft_size, set_fft
@@ -36,8 +37,17 @@ def test_fft_sizes_are_5_smooth_and_big_enough():
         assert m == 1
 
 
+@pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("b, c, o, h, w, k", SHAPES)
-def test_fft_convolution_is_the_direct_one_with_its_gradients(b, c, o, h, w, k):
+def test_fft_convolution_is_the_direct_one_with_its_gradients(b, c, o, h, w, k, chunked, monkeypatch):
+    """Whole, and with the batch in chunks of one image (each chunk's own spectra, the kernel's gradient summed
+    over the chunks)."""
+    frequencies = fft_size(h + k - 1) * (fft_size(w + k - 1) // 2 + 1)
+    if chunked:
+        if b == 1:
+            pytest.skip("one image: one chunk")
+        monkeypatch.setattr(fftconv, "CHUNK_BYTES", 8 * max(c, o) * frequencies)  # one image's complex64 spectra
+        assert fftconv._chunks(b, max(c, o), frequencies) == [slice(i, i + 1) for i in range(b)]
     torch.manual_seed(0)
     x = torch.randn(b, c, h, w, dtype=torch.float64, requires_grad=True)
     wt = torch.randn(o, c, k, k, dtype=torch.float64, requires_grad=True)
@@ -52,6 +62,8 @@ def test_fft_convolution_is_the_direct_one_with_its_gradients(b, c, o, h, w, k):
     for a, e in zip(grads_fft, grads_direct):  # backward sums over the same products: same order of rounding
         assert (a - e).abs().max() <= 1e-9 * e.abs().max()
     assert not torch.allclose(fft_conv2d(x, wt.flip(-1), bias), direct)  # a cross-correlation, not a convolution
+    if chunked:
+        assert torch.autograd.gradcheck(fft_conv2d, (x[:, :, :6, :5].detach().requires_grad_(), wt, bias))
 
 
 def test_fft_convolution_of_an_input_without_gradient_and_a_channels_last_one():
