@@ -208,7 +208,8 @@ MTFL_FRACTIONS = (1.0, 5.0, 10.0, 20.0, 100.0)
 # other runs (CPU-s per step, log.csv of the 900-step validation runs: MTFL Seq-MT L 0.41, L+ELT+A 0.86 with 16 other
 # faces; 300-W Seq-MT L 0.60, L+ELT 1.70, RCN+ L 0.21, L+ELT 0.61 with 8): the 78 cells come to ~53 CPU-seconds per
 # step of all, ~13 CPU-hours (6.6 hours of the machine) at 900 steps. The 2,000 steps of 16 + 32 faces first planned
-# were estimated at ~60 CPU-hours there.
+# were estimated at ~60 CPU-hours there. The FFT's batch chunks (fftconv.CHUNK_BYTES, after these figures) have since
+# cut 300-W Seq-MT's 68-map steps to ~0.7x their time on an idle machine.
 CPU_TRAIN = {"steps": 900, "lr": 0.003, "warmup_steps": 100, "precision": "auto", "batch_labelled": 16,
              "batch_unlabelled": 16, "eval_every": 150, "log_every": 50, "checkpoint_every": 150}
 # RCN+ as the bundled face68-fast (configs/300w_fast.yaml): 64x64 input, a stride-2 first conv, 48 maps, 3 poolings
