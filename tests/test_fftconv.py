@@ -37,17 +37,27 @@ def test_fft_sizes_are_5_smooth_and_big_enough():
         assert m == 1
 
 
+def test_fft_chunks_cover_the_batch_within_the_budget():
+    for batch, channels in [(48, 68), (48, 16), (80, 16), (7, 500), (1, 10**6)]:
+        chunks = fftconv._chunks(batch, channels, 2664)
+        assert [i for part in chunks for i in range(batch)[part]] == list(range(batch))
+        sizes = [len(range(batch)[part]) for part in chunks]
+        assert len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]  # equal chunks, the last one maybe smaller
+        assert all(n == 1 or n * channels * 2664 * 8 <= fftconv.CHUNK_BYTES for n in sizes)
+        assert len(sizes) == -(-batch * channels * 2664 * 8 // fftconv.CHUNK_BYTES) or sizes == [1] * batch
+    assert fftconv._chunks(0, 16, 2664) == []
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 @pytest.mark.parametrize("b, c, o, h, w, k", SHAPES)
 def test_fft_convolution_is_the_direct_one_with_its_gradients(b, c, o, h, w, k, chunked, monkeypatch):
     """Whole, and with the batch in chunks of one image (each chunk's own spectra, the kernel's gradient summed
     over the chunks)."""
-    frequencies = fft_size(h + k - 1) * (fft_size(w + k - 1) // 2 + 1)
     if chunked:
         if b == 1:
             pytest.skip("one image: one chunk")
-        monkeypatch.setattr(fftconv, "CHUNK_BYTES", 8 * max(c, o) * frequencies)  # one image's complex64 spectra
-        assert fftconv._chunks(b, max(c, o), frequencies) == [slice(i, i + 1) for i in range(b)]
+        monkeypatch.setattr(fftconv, "CHUNK_BYTES", 1)  # less than one image's spectra: a chunk per image
+        assert fftconv._chunks(b, max(c, o), 2 * (h + k)) == [slice(i, i + 1) for i in range(b)]
     torch.manual_seed(0)
     x = torch.randn(b, c, h, w, dtype=torch.float64, requires_grad=True)
     wt = torch.randn(o, c, k, k, dtype=torch.float64, requires_grad=True)

@@ -79,7 +79,8 @@ def _inverse(spectra: Tensor, size: tuple[int, int], rows: slice, cols: slice, o
 def _chunks(batch: int, channels: int, frequencies: int) -> list[slice]:
     """Slices of the batch, each with at most ``CHUNK_BYTES`` of complex64 spectra for ``channels`` maps of
     ``frequencies`` (one chunk when the whole batch fits), of near-equal sizes."""
-    n = -(-batch * channels * frequencies * 8 // CHUNK_BYTES)
+    most = max(1, CHUNK_BYTES // (channels * frequencies * 8))  # images per chunk within the budget (at least one)
+    n = -(-batch // most)
     step = max(1, -(-batch // max(1, n)))
     return [slice(b, b + step) for b in range(0, batch, step)]
 
