@@ -153,8 +153,8 @@ HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
 # backward is written out (fftconv._FFTConv: a width-16 L+ELT+A step 1.9-2.0 -> 1.05 s), which should bring the
 # grid to ~6 CPU-hours (an estimate; table.md counts what the cells took). On a CPU with AMX-BF16 (bfloat16
 # autocast) a cell costs ~1/5 of that.
-# The 400-step grid ran 25 cells (1.8 CPU-hours for the first 18, ~0.1 per cell: ~5.2 for all 52) and was stopped:
-# every row's best validation checkpoint was its last, still falling (Seq-MT (L), validation NME % at steps
+# The 400-step grid ran 24 cells (1.8 CPU-hours for the first 18, ~0.1 per cell: ~5.2 for all 52) and was stopped:
+# 19 of them had their best validation checkpoint at the last step, still falling (Seq-MT (L), validation NME % at steps
 # 100-400: 100 % labels 101 / 79 / 92 / 69.5, 50 % 101 / 72 / 71 / 63; the 1,500-step grid had reached 47.9 at 100 %),
 # and with more labels no better (validation 69.5 % at 100 %, 63 % at 50 %): 800 steps, the most that fits the
 # 6-hour budget (~10 CPU-hours), with a validation every 100.
