@@ -24,8 +24,8 @@ from sslandmarks.config import CONV_MODES
 
 # the batch goes through the FFT in chunks with at most this many bytes of complex spectra for the larger of the
 # input's and the output's channels: on a 2-core AVX2 EPYC (32 MiB L3) chunks of 10-16 images of 68 maps at 64x64
-# (~15-23 MB) ran a 9x9 layer's training pass 1.5-2x faster than the whole batch of 32-48, while batches of 16 or 32
-# maps within this budget were as fast whole as chunked
+# (~15-23 MB) ran a 9x9 layer's training pass ~2x faster than the whole batch of 32-48 (32: 477 -> 242 ms, 48:
+# 620 -> 327 ms), while batches of 5 or 16 maps within this budget were as fast whole as chunked
 CHUNK_BYTES = 20_000_000
 MIN_KERNEL = 5  # below this the direct convolution's k * k work per pixel is cheaper than any FFT
 MARGIN = 0.9  # auto keeps the FFT only when it took at most this fraction of the direct time (timing noise)

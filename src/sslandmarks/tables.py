@@ -157,7 +157,8 @@ HGR1_FRACTIONS = (5.0, 10.0, 20.0, 50.0, 100.0)
 # 19 of them had their best validation checkpoint at the last step, still falling (Seq-MT (L), validation NME % at steps
 # 100-400: 100 % labels 101 / 79 / 92 / 69.5, 50 % 101 / 72 / 71 / 63; the 1,500-step grid had reached 47.9 at 100 %),
 # and with more labels no better (validation 69.5 % at 100 %, 63 % at 50 %): 800 steps, the most that fits the
-# 6-hour budget (~10 CPU-hours), with a validation every 100.
+# 6-hour budget, with a validation every 100. The first 800-step cells took 2.3x their 400-step CPU time (Seq-MT (L)
+# 5 %, seed 0: 292 vs 129 CPU-s; (L+A) 702 vs 302), so ~12 CPU-hours for the grid, ~6 hours of the machine.
 HGR1_CPU = Protocol(
     overrides={"model": {"width": 16},
                "train": {"steps": 800, "lr": 0.003, "warmup_steps": 100, "precision": "auto",
