@@ -304,13 +304,14 @@ def test_hgr1_table_with_generated_hands(tmp_path, monkeypatch):
     args = ["reproduce", "hgr1", "--out", str(tmp_path / "out"), "--seeds", "1", "--quiet", *sets(items)]
     assert main([*args, "--fractions", "5", "50", "--models", "Seq-MT (L)", "Seq-MT (L+ELT+A)"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "out" / "table.csv")))
-    assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds", "paper"]
+    assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds", "paper",
+                             "accuracy_mean", "accuracy_std", "paper_accuracy"]
     ran = {(r["model"], r["labelled_pct"]) for r in rows if r["seeds"] == "1"}
     assert ran == {("Seq-MT (L)", "5"), ("Seq-MT (L)", "50"), ("Seq-MT (L+ELT+A)", "5"), ("Seq-MT (L+ELT+A)", "50")}
     assert len(rows) == 6 * 5 - 2 and float(next(r for r in rows if r["seeds"] == "1")["nme_mean"]) > 0  # cpu rows
-    acc = list(csv.DictReader(open(tmp_path / "out" / "accuracy.csv")))
+    acc = [r for r in rows if r["accuracy_mean"]]
     assert {r["model"] for r in acc} == {"Seq-MT (L+ELT+A)"}  # L has no gesture head to score
-    assert [r["paper"] for r in acc] == ["74.64", "79.1"]
+    assert [r["paper_accuracy"] for r in acc] == ["74.64", "79.1"]  # its 5 and 50 % cells; the others are empty
     cell = tmp_path / "out" / "runs" / "Seq-MT_L-ELT-A" / "5pct-seed0" / "metrics.json"
     assert acc[0]["accuracy_mean"] == f"{100 * json.loads(cell.read_text())['attribute_accuracy']['gesture']:.2f}"
     md = (tmp_path / "out" / "table.md").read_text()
@@ -376,19 +377,25 @@ def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
     assert main(["reproduce", "mtfl", "--out", str(tmp_path / "m"), "--seeds", "1", "--quiet", "--fractions", "20",
                  "--models", "Seq-MT (L+ELT+A)", "RCN+ (L)", *sets(items)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "m" / "table.csv")))
-    assert list(rows[0]) == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds"]
+    assert list(rows[0])[:5] == ["model", "labelled_pct", "nme_mean", "nme_std", "seeds"]  # no paper column
+    assert {"auc@0.10_mean", "failure_rate@0.10_std", "attribute_accuracy.pose_mean"} <= set(rows[0])
     assert len(rows) == 6 * 4 - 2  # the cpu protocol: 1, 5, 20 and 100 %; no Seq-MT ELT row at 100 %
     assert {r["model"] for r in rows if r["seeds"] == "1"} == {"Seq-MT (L+ELT+A)", "RCN+ (L)"}
     md = (tmp_path / "m" / "table.md").read_text()
     assert "Test pose accuracy (%):" in md and "| Seq-MT (L+ELT+A) |" in md.split("pose accuracy")[1]
     assert "| RCN+ (L) |" not in md.split("pose accuracy")[1]  # no attribute heads trained without A
-    more = list(csv.DictReader(open(tmp_path / "m" / "metrics.csv")))
-    assert "attribute_accuracy.pose_mean" in more[0]
+    cell = next(r for r in rows if r["model"] == "Seq-MT (L+ELT+A)" and r["labelled_pct"] == "20")
+    metrics = json.loads((tmp_path / "m" / "runs" / "Seq-MT_L-ELT-A" / "20pct-seed0" / "metrics.json").read_text())
+    assert cell["failure_rate@0.10_mean"] == f"{metrics['failure_rate@0.10']:.4f}"
+    assert cell["attribute_accuracy.pose_mean"] == f"{100 * metrics['attribute_accuracy']['pose']:.4f}"
+    assert next(r for r in rows if r["model"] == "RCN+ (L)" and r["labelled_pct"] == "20")[
+        "attribute_accuracy.pose_mean"] == ""  # no attribute head trained without A
+    assert "AUC@0.10" in md and "failure rate@0.10" in md
 
     items = [f"data.train_path=[{pts}]", f"data.test_path=[{pts}]", "data.val_fraction=0.25", *FACE_TINY]
     assert main(["reproduce", "300w-partial", "--out", str(tmp_path / "w"), "--seeds", "1", "--quiet", "--fractions",
                  "100", "--models", "RCN+ (L+ELT)", *sets(items)]) == 0
-    more = list(csv.DictReader(open(tmp_path / "w" / "metrics.csv")))
+    more = list(csv.DictReader(open(tmp_path / "w" / "table.csv")))
     cell = next(r for r in more if r["model"] == "RCN+ (L+ELT)" and r["labelled_pct"] == "100")
     assert cell["seeds"] == "1" and float(cell["nme_by.interpupil_mean"]) > 0
     metrics = json.loads((tmp_path / "w" / "runs" / "RCN-_L-ELT" / "100pct-seed0" / "metrics.json").read_text())

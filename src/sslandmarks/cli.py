@@ -160,8 +160,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
         written = publish(Path(args.out), Path(args.publish), args.table.replace("-", "_"))
         print("published " + ", ".join(str(p) for p in written))
-    extra = [f for f in ("accuracy.csv", "figure.png") if (Path(args.out) / f).is_file()]
-    print(f"wrote {args.out}/table.csv, table.md, plot.png" + "".join(f", {f}" for f in extra))
+    figure = ", figure.png" if (Path(args.out) / "figure.png").is_file() else ""
+    print(f"wrote {args.out}/table.csv, table.md, plot.png{figure}")
     return 0
 
 

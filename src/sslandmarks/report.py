@@ -1,6 +1,6 @@
 """The aggregate of a reproduction: mean and std over seeds of every cell, written as ``table.csv``,
-``table.md`` (ours beside the paper's figures), ``plot.png`` and, where the table has them, ``metrics.csv``
-and ``accuracy.csv``. Reads the cells' ``metrics.json`` and ``log.csv``; trains nothing."""
+``table.md`` (ours beside the paper's figures) and ``plot.png``. Reads the cells' ``metrics.json`` and
+``log.csv``; trains nothing."""
 
 from __future__ import annotations
 
@@ -119,33 +119,30 @@ def _md_table(table: Table, results: list[dict], key: str, paper_key: str, lower
     return lines
 
 
-def _write_csvs(table: Table, results: list[dict], out: Path) -> None:
-    """``table.csv`` (the tabulated metric), ``metrics.csv`` (with the table's further metrics) and
-    ``accuracy.csv`` (the class head's accuracy, for rows trained with A)."""
+def _fmt(value, spec: str) -> str:
+    """``value`` formatted, or an empty field where the cell has none (no seed finished, no class head)."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def _write_csv(table: Table, results: list[dict], out: Path) -> None:
+    """``table.csv``: one line per cell with the tabulated metric (mean, std, seeds, the paper's figure), then
+    the table's further metrics (``also``) and, for tables with a class head, its accuracy (empty for rows
+    trained without A)."""
     metric = "error" if table.unit == "px" else "nme"
+    head = ["model", "labelled_pct", f"{metric}_mean", f"{metric}_std", "seeds"] + ["paper"] * table.has_paper
+    head += [f"{key}_{s}" for key, _, _ in table.also for s in ("mean", "std")]
+    head += ["accuracy_mean", "accuracy_std", "paper_accuracy"] if table.accuracy else []
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["model", "labelled_pct", f"{metric}_mean", f"{metric}_std", "seeds"] + ["paper"] * table.has_paper)
+        w.writerow(head)
         for r in results:
-            w.writerow([r["model"], f"{r['labelled_pct']:g}", f"{r['mean']:.4f}", f"{r['std']:.4f}", r["seeds"]]
-                       + ["" if r["paper"] is None else r["paper"]] * table.has_paper)
-    if table.also:
-        with open(out / "metrics.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["model", "labelled_pct", "seeds", f"{metric}_mean", f"{metric}_std",
-                        *[f"{key}_{s}" for key, _, _ in table.also for s in ("mean", "std")]])
-            for r in results:
-                w.writerow([r["model"], f"{r['labelled_pct']:g}", r["seeds"], f"{r['mean']:.4f}", f"{r['std']:.4f}",
-                            *[f"{r[f'{key}_{s}']:.4f}" for key, _, _ in table.also for s in ("mean", "std")]])
-    acc = [r for r in results if "accuracy_mean" in r]
-    if acc:
-        with open(out / "accuracy.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["model", "labelled_pct", "accuracy_mean", "accuracy_std", "seeds", "paper"])
-            for r in acc:
-                w.writerow([r["model"], f"{r['labelled_pct']:g}", f"{r['accuracy_mean']:.2f}",
-                            f"{r['accuracy_std']:.2f}", r["seeds"],
-                            "" if r["paper_accuracy"] is None else r["paper_accuracy"]])
+            line = [r["model"], f"{r['labelled_pct']:g}", f"{r['mean']:.4f}", f"{r['std']:.4f}", r["seeds"]]
+            line += [_fmt(r["paper"], "")] * table.has_paper
+            line += [_fmt(r.get(f"{key}_{s}"), ".4f") for key, _, _ in table.also for s in ("mean", "std")]
+            if table.accuracy:
+                line += [_fmt(r.get("accuracy_mean"), ".2f"), _fmt(r.get("accuracy_std"), ".2f"),
+                         _fmt(r.get("paper_accuracy"), "")]
+            w.writerow(line)
 
 
 def _ran_on_line(results: list[dict]) -> str:
@@ -237,20 +234,19 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
 
 def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protocol, quick: bool,
                   seconds: float | None, extra: list[str] | None = None) -> None:
-    """``table.csv``, ``table.md`` and ``plot.png`` (+ ``metrics.csv`` and ``accuracy.csv`` where the table has
-    more metrics or a class head); ``extra`` (the ``--set`` overrides of every cell) is stated in ``table.md``;
-    ``seconds``: this invocation's wall time (None: --report-only, which trains nothing)."""
-    _write_csvs(table, results, out)
+    """``table.csv`` (every metric of every cell), ``table.md`` and ``plot.png``; ``extra`` (the ``--set``
+    overrides of every cell) is stated in ``table.md``; ``seconds``: this invocation's wall time
+    (None: --report-only, which trains nothing)."""
+    _write_csv(table, results, out)
     (out / "table.md").write_text("\n".join(_markdown(table, results, protocol, quick, seconds, extra)) + "\n")
     table_plot(results, table, out / "plot.png")
 
 
 def publish(out: Path, dest: Path, stem: str) -> list[Path]:
     """Copy a table's aggregate from ``out`` to ``dest`` under one name: ``STEM.csv``, ``STEM.md`` (its image
-    links renamed to match), ``STEM.png`` (the plot), ``STEM_figure.png`` and ``STEM_metrics.csv`` /
-    ``STEM_accuracy.csv`` where they exist. Returns the files written."""
-    names = {"table.csv": f"{stem}.csv", "plot.png": f"{stem}.png", "figure.png": f"{stem}_figure.png",
-             "metrics.csv": f"{stem}_metrics.csv", "accuracy.csv": f"{stem}_accuracy.csv"}
+    links renamed to match), ``STEM.png`` (the plot) and ``STEM_figure.png``
+    where it exists. Returns the files written."""
+    names = {"table.csv": f"{stem}.csv", "plot.png": f"{stem}.png", "figure.png": f"{stem}_figure.png"}
     written = []
     for src, name in names.items():
         if (out / src).is_file():
