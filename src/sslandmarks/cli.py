@@ -426,9 +426,13 @@ def _bench_args(sub) -> None:
 def _reproduce_args(sub) -> None:
     x = sub.add_parser("reproduce", help="reproduce a table of the paper (a grid of runs)",
                        description="Runs every (model, labelled fraction, seed) cell, skipping finished ones, and "
-                       "writes table.csv, table.md (ours beside the paper) and plot.png into --out.")
-    x.add_argument("table", choices=sorted([*TABLES, *FIGURES]))
-    x.add_argument("--out", required=True)
+                       "writes table.csv (every metric of every cell: mean, std, seeds), table.md (ours beside the "
+                       "paper, the protocol, the CPU-hours) and plot.png into --out; tables with a comparison also "
+                       "draw figure.png. Interrupted? Run the same command again: cells resume from their last "
+                       "checkpoint.")
+    x.add_argument("table", choices=sorted([*TABLES, *FIGURES]), help="which table or figure of the paper")
+    x.add_argument("--out", required=True, help="results folder: runs/<row>/<pct>pct-seed<n>/ per cell, and "
+                   "the aggregate beside them (keep it to resume)")
     x.add_argument("--protocol", help="how the cells train: 'cpu' (the default where a table has it: sized for a "
                    "2-core CPU, as in results/) or 'paper' (the configs as they are, 5 seeds: a GPU's job)")
     x.add_argument("--seeds", type=int, help="seeds per cell, in every column (default: the protocol's)")
@@ -446,7 +450,7 @@ def _reproduce_args(sub) -> None:
                    help="run only these labelled-%% columns (e.g. --fractions 5 10); the rest stay as they are")
     x.add_argument("--models", nargs="+", metavar="ROW",
                    help="run only these rows, named as in the table (e.g. --models 'Seq-MT (L)' 'Seq-MT (L+A)')")
-    x.add_argument("--quiet", action="store_true")
+    x.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
