@@ -415,7 +415,10 @@ def test_report_only_trains_nothing_and_aggregates_what_is_there(tiny_grid, tmp_
                  "--seeds", "1", *sets(TINY)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (src / "runs").rglob("*") if p.is_file()} == before
     assert sum(r["seeds"] == "1" for r in csv.DictReader(open(src / "table.csv"))) == 8 + 6
-    assert "wall time of this invocation" not in (src / "table.md").read_text()  # it trained nothing
+    md = (src / "table.md").read_text()
+    assert "wall time of this invocation" not in md  # it trained nothing
+    assert "Unfinished grid: 14 of 46 runs so far** (32 to go" in md  # 5 and 100 % of 46 cells, one seed each
+    assert "Unfinished grid: 0 of 94 runs" in (tmp_path / "table.md").read_text()  # the cpu protocol: 3 seeds at 1-10 %
 
 
 def test_publish_copies_the_aggregate_under_the_tables_name(tiny_grid, tmp_path):

@@ -191,20 +191,25 @@ def _claim_lines(table: Table, results: list[dict]) -> list[str]:
 
 
 def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool, seconds: float | None,
-              extra: list[str] | None) -> list[str]:
-    """The lines of ``table.md``: what ran where and how, the notes, then one table per metric."""
+              extra: list[str] | None, planned: int | None = None) -> list[str]:
+    """The lines of ``table.md``: what ran where and how, the notes, then one table per metric. ``planned``: the
+    runs (cells x seeds) the grid has in all; while fewer have finished, a line says how many are to go."""
     counts = sorted({r["seeds"] for r in results if r["seeds"]})
     seeds = " or ".join(map(str, counts)) if counts else "no"
+    done = sum(r["seeds"] for r in results)
     lines = [f"# {table.title}", "",
              f"Ours: mean +- std over {seeds} seed(s) per cell (the `seeds` column of table.csv)"
              f"{' (--quick: short runs, not a result)' if quick else ''}"
-             + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), "",
-             f"Protocol: {protocol.note}", "",
-             f"This invocation: {describe(machine())}, torch {torch.__version__}"
-             + (f"; wall time of this invocation: {seconds / 60:.1f} min. " if seconds is not None else ". ")
-             + "Training hours of the cells (their logs' CPU time, evaluation included; wall-clock for cells logged "
-             "before log.csv had cpu_seconds), per row: "
-             f"{_hours_by_row(table, results)}.", ""]
+             + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), ""]
+    if planned is not None and done < planned:
+        lines += [f"**Unfinished grid: {done} of {planned} runs so far** ({planned - done} to go; a cell's mean is "
+                  "over the seeds finished so far, and the claims below are provisional).", ""]
+    lines += [f"Protocol: {protocol.note}", "",
+              f"This invocation: {describe(machine())}, torch {torch.__version__}"
+              + (f"; wall time of this invocation: {seconds / 60:.1f} min. " if seconds is not None else ". ")
+              + "Training hours of the cells (their logs' CPU time, evaluation included; wall-clock for cells logged "
+              "before log.csv had cpu_seconds), per row: "
+              f"{_hours_by_row(table, results)}.", ""]
     if any(r.get("ran_on") for r in results):
         lines += [f"Where the cells ran: {_ran_on_line(results)}.", ""]
     if extra:
@@ -233,12 +238,13 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
 
 
 def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protocol, quick: bool,
-                  seconds: float | None, extra: list[str] | None = None) -> None:
+                  seconds: float | None, extra: list[str] | None = None, planned: int | None = None) -> None:
     """``table.csv`` (every metric of every cell), ``table.md`` and ``plot.png``; ``extra`` (the ``--set``
     overrides of every cell) is stated in ``table.md``; ``seconds``: this invocation's wall time
-    (None: --report-only, which trains nothing)."""
+    (None: --report-only, which trains nothing); ``planned``: the grid's runs in all (cells x seeds)."""
     _write_csv(table, results, out)
-    (out / "table.md").write_text("\n".join(_markdown(table, results, protocol, quick, seconds, extra)) + "\n")
+    lines = _markdown(table, results, protocol, quick, seconds, extra, planned)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
     table_plot(results, table, out / "plot.png")
 
 
