@@ -417,8 +417,10 @@ def test_report_only_trains_nothing_and_aggregates_what_is_there(tiny_grid, tmp_
     assert sum(r["seeds"] == "1" for r in csv.DictReader(open(src / "table.csv"))) == 8 + 6
     md = (src / "table.md").read_text()
     assert "wall time of this invocation" not in md  # it trained nothing
-    assert "Unfinished grid: 14 of 46 runs so far** (32 to go" in md  # 5 and 100 % of 46 cells, one seed each
-    assert "Unfinished grid: 0 of 94 runs" in (tmp_path / "table.md").read_text()  # the cpu protocol: 3 seeds at 1-10 %
+    assert "Unfinished grid: 14 of 46 runs so far** (32 to go, ~" in md  # 5 and 100 % of 46 cells, one seed each
+    assert "CPU-hours at the finished runs' pace" in md
+    empty = (tmp_path / "table.md").read_text()  # the cpu protocol: 3 seeds at 1-10 %
+    assert "Unfinished grid: 0 of 94 runs so far** (94 to go; a cell's mean" in empty  # no pace to go by
 
 
 def test_publish_copies_the_aggregate_under_the_tables_name(tiny_grid, tmp_path):
@@ -452,3 +454,17 @@ def test_table_md_says_where_the_papers_orderings_held():
                          "not computed yet at 10 %.")
     assert lines[-1] == "- A <= 0.5 x B: not at 5 % (1.00 +- 0.10 vs 1.90 +- 0.10, 3 seed(s) each)."
     assert _claim_lines(dataclasses.replace(table, claims=()), results) == []
+
+
+def test_hours_to_go_prices_each_rows_remaining_runs_at_its_own_pace():
+    from sslandmarks.report import _hours_to_go
+    from sslandmarks.tables import Row
+
+    a, b, c = Row("A", "blocks.yaml", "L"), Row("B", "blocks.yaml", "L"), Row("C", "blocks.yaml", "L")
+    planned = [(row, pct, seed) for row in (a, b, c) for pct in (5.0, 10.0) for seed in (0, 1)]  # 4 runs per row
+    results = [{"model": "A", "seeds": 2, "train_minutes": 60.0}, {"model": "A", "seeds": 0, "train_minutes": 0.0},
+               {"model": "B", "seeds": 1, "train_minutes": 240.0}, {"model": "C", "seeds": 0, "train_minutes": 0.0}]
+    # A: 2 to go at 30 min; B: 3 at 240 min; C: 4 at the mean of all finished runs, 300 / 3 = 100 min
+    hours = (2 * 30 + 3 * 240 + 4 * 100) / 60
+    assert _hours_to_go(results, planned) == f", ~{hours:.1f} CPU-hours at the finished runs' pace"
+    assert _hours_to_go([{**r, "seeds": 0, "train_minutes": 0.0} for r in results], planned) == ""

@@ -190,10 +190,28 @@ def _claim_lines(table: Table, results: list[dict]) -> list[str]:
     return lines
 
 
+def _hours_to_go(results: list[dict], planned: list[tuple[Row, float, int]]) -> str:
+    """``", ~H CPU-hours by the finished runs' pace"``: the runs still to go, each at the mean logged time of
+    its row's finished runs (of all finished runs, for a row with none yet); empty before any run finished."""
+    minutes, runs = {}, {}
+    for r in results:
+        minutes[r["model"]] = minutes.get(r["model"], 0.0) + r["train_minutes"]
+        runs[r["model"]] = runs.get(r["model"], 0) + r["seeds"]
+    if not sum(runs.values()):
+        return ""
+    overall = sum(minutes.values()) / sum(runs.values())
+    to_go = {name: -n for name, n in runs.items()}
+    for row, _, _ in planned:
+        to_go[row.name] = to_go.get(row.name, 0) + 1
+    hours = sum(n * (minutes[name] / runs[name] if runs.get(name) else overall)
+                for name, n in to_go.items() if n > 0) / 60
+    return f", ~{hours:.1f} CPU-hours at the finished runs' pace"
+
+
 def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool, seconds: float | None,
-              extra: list[str] | None, planned: int | None = None) -> list[str]:
+              extra: list[str] | None, planned: list[tuple[Row, float, int]] | None = None) -> list[str]:
     """The lines of ``table.md``: what ran where and how, the notes, then one table per metric. ``planned``: the
-    runs (cells x seeds) the grid has in all; while fewer have finished, a line says how many are to go."""
+    runs (row, fraction, seed) the grid has in all; while fewer have finished, a line says how many are to go."""
     counts = sorted({r["seeds"] for r in results if r["seeds"]})
     seeds = " or ".join(map(str, counts)) if counts else "no"
     done = sum(r["seeds"] for r in results)
@@ -201,9 +219,10 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
              f"Ours: mean +- std over {seeds} seed(s) per cell (the `seeds` column of table.csv)"
              f"{' (--quick: short runs, not a result)' if quick else ''}"
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), ""]
-    if planned is not None and done < planned:
-        lines += [f"**Unfinished grid: {done} of {planned} runs so far** ({planned - done} to go; a cell's mean is "
-                  "over the seeds finished so far, and the claims below are provisional).", ""]
+    if planned is not None and done < len(planned):
+        lines += [f"**Unfinished grid: {done} of {len(planned)} runs so far** ({len(planned) - done} to go"
+                  f"{_hours_to_go(results, planned)}; a cell's mean is over the seeds finished so far, and the claims "
+                  "below are provisional).", ""]
     lines += [f"Protocol: {protocol.note}", "",
               f"This invocation: {describe(machine())}, torch {torch.__version__}"
               + (f"; wall time of this invocation: {seconds / 60:.1f} min. " if seconds is not None else ". ")
@@ -238,10 +257,11 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
 
 
 def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protocol, quick: bool,
-                  seconds: float | None, extra: list[str] | None = None, planned: int | None = None) -> None:
+                  seconds: float | None, extra: list[str] | None = None,
+                  planned: list[tuple[Row, float, int]] | None = None) -> None:
     """``table.csv`` (every metric of every cell), ``table.md`` and ``plot.png``; ``extra`` (the ``--set``
     overrides of every cell) is stated in ``table.md``; ``seconds``: this invocation's wall time
-    (None: --report-only, which trains nothing); ``planned``: the grid's runs in all (cells x seeds)."""
+    (None: --report-only, which trains nothing); ``planned``: the grid's runs in all (row, fraction, seed)."""
     _write_csv(table, results, out)
     lines = _markdown(table, results, protocol, quick, seconds, extra, planned)
     (out / "table.md").write_text("\n".join(lines) + "\n")

@@ -267,7 +267,7 @@ def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool 
     finished = [c for c in cells(table, plan) if cell_state(cell_dir(out, *c), config_of(*c))[0] == "done"]
     results = collect(table, out, finished)
     write_outputs(table, results, out, proto, quick, None if report_only else time.time() - t0, extra,
-                  len(cells(table, plan)))
+                  cells(table, plan))
     if table.compare:
         compare_figure(table, out, quick, extra, proto)
     return results
