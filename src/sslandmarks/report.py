@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -191,20 +192,18 @@ def _claim_lines(table: Table, results: list[dict]) -> list[str]:
 
 
 def _hours_to_go(results: list[dict], planned: list[tuple[Row, float, int]]) -> str:
-    """``", ~H CPU-hours by the finished runs' pace"``: the runs still to go, each at the mean logged time of
+    """``", ~H CPU-hours at the finished runs' pace"``: the runs still to go, each at the mean logged time of
     its row's finished runs (of all finished runs, for a row with none yet); empty before any run finished."""
-    minutes, runs = {}, {}
+    minutes, runs = Counter(), Counter()
     for r in results:
-        minutes[r["model"]] = minutes.get(r["model"], 0.0) + r["train_minutes"]
-        runs[r["model"]] = runs.get(r["model"], 0) + r["seeds"]
-    if not sum(runs.values()):
+        minutes[r["model"]] += r["train_minutes"]
+        runs[r["model"]] += r["seeds"]
+    if not runs.total():
         return ""
-    overall = sum(minutes.values()) / sum(runs.values())
-    to_go = {name: -n for name, n in runs.items()}
-    for row, _, _ in planned:
-        to_go[row.name] = to_go.get(row.name, 0) + 1
-    hours = sum(n * (minutes[name] / runs[name] if runs.get(name) else overall)
-                for name, n in to_go.items() if n > 0) / 60
+    overall = minutes.total() / runs.total()
+    to_go = Counter(row.name for row, _, _ in planned)
+    to_go.subtract(runs)
+    hours = sum(n * (minutes[name] / runs[name] if runs[name] else overall) for name, n in to_go.items() if n > 0) / 60
     return f", ~{hours:.1f} CPU-hours at the finished runs' pace"
 
 

@@ -264,10 +264,10 @@ def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool 
                 bar.set_postfix_str(done.result())
                 bar.update()
     bar.close()
-    finished = [c for c in cells(table, plan) if cell_state(cell_dir(out, *c), config_of(*c))[0] == "done"]
+    planned = cells(table, plan)
+    finished = [c for c in planned if cell_state(cell_dir(out, *c), config_of(*c))[0] == "done"]
     results = collect(table, out, finished)
-    write_outputs(table, results, out, proto, quick, None if report_only else time.time() - t0, extra,
-                  cells(table, plan))
+    write_outputs(table, results, out, proto, quick, None if report_only else time.time() - t0, extra, planned)
     if table.compare:
         compare_figure(table, out, quick, extra, proto)
     return results
