@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_tiny_grid_end_to_end_and_rerun_skips_finished_cells(tiny_grid):
     for r in ran:  # each cell's figure is its run's own test error
         run = cell_dir(out, _row(r["model"]), float(r["labelled_pct"]), 0)
         metrics = json.loads((run / "metrics.json").read_text())
-        assert r["error_mean"] == f"{metrics['mean_error_px']:.4f}" and r["error_std"] == "0.0000"
+        assert r["error_mean"] == f"{metrics['mean_error_px']:.4f}" and r["error_std"] == ""  # one seed: no std
     assert [r["paper"] for r in rows if r["model"] == "Seq-MT (L)"][:2] == ["8.33", "3.95"]
     md = (out / "table.md").read_text()
     assert "| Seq-MT (L+ELT+A) |" in md and ("(1.70)" in md or "(**1.70**)" in md)
@@ -454,6 +455,17 @@ def test_table_md_says_where_the_papers_orderings_held():
                          "not computed yet at 10 %.")
     assert lines[-1] == "- A <= 0.5 x B: not at 5 % (1.00 +- 0.10 vs 1.90 +- 0.10, 3 seed(s) each)."
     assert _claim_lines(dataclasses.replace(table, claims=()), results) == []
+    one = [cell("A", 5.0, 2.0, math.nan, 1), cell("B", 5.0, 1.9, math.nan, 1)]  # one seed: the value alone
+    assert _claim_lines(table, one)[-1] == "- A <= 0.5 x B: not at 5 % (2.00 vs 1.90, 1 seed(s) each)."
+
+
+def test_stats_give_the_sample_std_over_seeds_and_none_for_one_seed():
+    from sslandmarks.report import _stats
+
+    mean, std = _stats([1.0, 2.0, 6.0])
+    assert mean == pytest.approx(3.0) and std == pytest.approx(math.sqrt((4 + 1 + 9) / 2))  # n - 1 = 2
+    assert _stats([4.0])[0] == 4.0 and math.isnan(_stats([4.0])[1])
+    assert all(math.isnan(v) for v in _stats([]))
 
 
 def test_hours_to_go_prices_each_rows_remaining_runs_at_its_own_pace():

@@ -22,8 +22,15 @@ from sslandmarks.viz import table_plot
 
 
 def _stats(vals: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator) of one cell's seeds; the std is NaN (not
+    known, left blank in the reports) for a single seed, and both are NaN for none."""
     t = torch.tensor(vals, dtype=torch.float64)
-    return (float(t.mean()), float(t.std(unbiased=False))) if vals else (math.nan, math.nan)
+    return (float(t.mean()) if vals else math.nan, float(t.std()) if len(vals) > 1 else math.nan)
+
+
+def _mean_std(mean: float, std: float) -> str:
+    """``"m +- s"``, or the mean alone where one seed leaves the std unknown."""
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} +- {std:.2f}"
 
 
 def _logged_seconds(log: Path) -> float:
@@ -114,7 +121,7 @@ def _md_table(table: Table, results: list[dict], key: str, paper_key: str, lower
             if r is None or math.isnan(r.get(key, math.nan)):
                 cellsmd.append("")
                 continue
-            ours = f"{r[key]:.2f} +- {r[key.removesuffix('mean') + 'std']:.2f}"
+            ours = _mean_std(r[key], r[key.removesuffix("mean") + "std"])
             cellsmd.append(_pair(ours, r[key], r.get(paper_key), lower_is_better))
         lines.append(f"| {row.name} | " + " | ".join(cellsmd) + " |")
     return lines
@@ -137,7 +144,7 @@ def _write_csv(table: Table, results: list[dict], out: Path) -> None:
         w = csv.writer(f)
         w.writerow(head)
         for r in results:
-            line = [r["model"], f"{r['labelled_pct']:g}", f"{r['mean']:.4f}", f"{r['std']:.4f}", r["seeds"]]
+            line = [r["model"], f"{r['labelled_pct']:g}", f"{r['mean']:.4f}", _fmt(r["std"], ".4f"), r["seeds"]]
             line += [_fmt(r["paper"], "")] * table.has_paper
             line += [_fmt(r.get(f"{key}_{s}"), ".4f") for key, _, _ in table.also for s in ("mean", "std")]
             if table.accuracy:
@@ -182,7 +189,7 @@ def _claim_lines(table: Table, results: list[dict]) -> list[str]:
             else:
                 n_a, n_b = a["seeds"], b["seeds"]
                 seeds = f"{n_a} seed(s) each" if n_a == n_b else f"{n_a} and {n_b} seeds"
-                failed.append(f"{pct:g} % ({a['mean']:.2f} +- {a['std']:.2f} vs {b['mean']:.2f} +- {b['std']:.2f}, "
+                failed.append(f"{pct:g} % ({_mean_std(a['mean'], a['std'])} vs {_mean_std(b['mean'], b['std'])}, "
                               f"{seeds})")
         rel = "<" if c.factor == 1.0 else f"<= {c.factor:g} x"
         parts = ([f"held at {', '.join(held)} %"] if held else []) + ([f"not at {'; '.join(failed)}"] if failed else [])
@@ -215,7 +222,8 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
     seeds = " or ".join(map(str, counts)) if counts else "no"
     done = sum(r["seeds"] for r in results)
     lines = [f"# {table.title}", "",
-             f"Ours: mean +- std over {seeds} seed(s) per cell (the `seeds` column of table.csv)"
+             f"Ours: mean +- sample std over {seeds} seed(s) per cell (the `seeds` column of table.csv; a cell of one "
+             "seed shows its value alone)"
              f"{' (--quick: short runs, not a result)' if quick else ''}"
              + ("; paper in brackets; **bold** = the better of the pair." if table.has_paper else "."), ""]
     if planned is not None and done < len(planned):

@@ -3,6 +3,7 @@ table plots. Every function draws arrays it is given; none runs a model or reads
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -154,7 +155,8 @@ def table_plot(results: list[dict], table, path: str | Path) -> None:
         color = plt.cm.tab10(j % 10)
         rs = [r for r in results if r["model"] == row.name and r["seeds"] > 0]
         if rs:
-            ax.errorbar([r["labelled_pct"] for r in rs], [r["mean"] for r in rs], yerr=[r["std"] for r in rs],
+            bars = [0.0 if math.isnan(r["std"]) else r["std"] for r in rs]  # one seed: no bar
+            ax.errorbar([r["labelled_pct"] for r in rs], [r["mean"] for r in rs], yerr=bars,
                         color=color, marker="o", ms=4, capsize=2, label=row.name)
         if row.paper:
             xs = sorted(row.paper)
