@@ -408,9 +408,13 @@ def test_mtfl_and_300w_tables_with_generated_faces(tmp_path):
 
 def test_report_only_trains_nothing_and_aggregates_what_is_there(tiny_grid, tmp_path):
     src, _ = tiny_grid
+    typo = tmp_path / "no-such-grid"  # a mistyped --out: an error, not an empty table
+    assert main(["reproduce", "blocks-table1", "--out", str(typo), "--report-only", "--quiet"]) == 2
+    assert not typo.exists()
+    (tmp_path / "runs").mkdir()  # a grid that has not finished a run yet
     assert main(["reproduce", "blocks-table1", "--out", str(tmp_path), "--report-only", "--quiet"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
-    assert len(rows) == 46 and all(r["seeds"] == "0" for r in rows) and not (tmp_path / "runs").exists()
+    assert len(rows) == 46 and all(r["seeds"] == "0" for r in rows) and not any((tmp_path / "runs").iterdir())
     before = {p: p.stat().st_mtime_ns for p in (src / "runs").rglob("*") if p.is_file()}
     assert main(["reproduce", "blocks-table1", "--out", str(src), "--report-only", "--quiet", "--protocol", "paper",
                  "--seeds", "1", *sets(TINY)]) == 0
@@ -480,3 +484,24 @@ def test_hours_to_go_prices_each_rows_remaining_runs_at_its_own_pace():
     hours = (2 * 30 + 3 * 240 + 4 * 100) / 60
     assert _hours_to_go(results, planned) == f", ~{hours:.1f} CPU-hours at the finished runs' pace"
     assert _hours_to_go([{**r, "seeds": 0, "train_minutes": 0.0} for r in results], planned) == ""
+
+
+def test_table_md_counts_the_runs_whose_best_validation_was_their_last(tmp_path):
+    from sslandmarks.report import _best_at_last_line, best_at_last
+    from sslandmarks.tables import Row, Table
+
+    def log(name, scores):
+        path = tmp_path / f"{name}.csv"
+        lines = ["step,total,val_score"] + [f"{50 * i},1.0,{s}" for i, s in enumerate(scores, 1)]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    assert best_at_last(log("falling", ["", 9.0, "", 7.0, "", 5.0])) is True  # training rows have no score
+    assert best_at_last(log("turned", [9.0, 5.0, 7.0])) is False
+    assert best_at_last(log("tie", [5.0, 5.0])) is False  # the first of equal scores is the best kept
+    assert best_at_last(log("once", ["", 5.0])) is None and best_at_last(tmp_path / "missing.csv") is None
+    table = Table(rows=(Row("A", "blocks.yaml", "L"), Row("B", "blocks.yaml", "L")), fractions=(5.0,),
+                  metric="mean_error_px", unit="px", title="t")
+    results = [{"model": "A", "best_at_last": 2, "validated": 3}, {"model": "B", "best_at_last": 0, "validated": 1}]
+    assert _best_at_last_line(table, results)[0].endswith(": 2 of 4 (A 2 of 3, B 0 of 1).")
+    assert _best_at_last_line(table, [{"model": "A", "best_at_last": 0, "validated": 0}]) == []

@@ -140,6 +140,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from sslandmarks.outputs import ensure_writable_dir
     from sslandmarks.runner import run_shapes_figure3, run_table
 
+    if args.report_only and args.table not in FIGURES and not (Path(args.out) / "runs").is_dir():
+        raise UserError(f"{args.out}: nothing to report on ({Path(args.out) / 'runs'} does not exist); give --out the "
+                        f"folder that 'sslandmarks reproduce {args.table}' trained into")
     ensure_writable_dir(args.out)
     if args.publish:
         if args.table in FIGURES:

@@ -44,6 +44,16 @@ def _logged_seconds(log: Path) -> float:
     return float(last.get("cpu_seconds") or last.get("seconds") or 0.0)
 
 
+def best_at_last(log: Path) -> bool | None:
+    """Whether a run's lowest validation score (``val_score`` of its ``log.csv``) came at its last validation:
+    a run perhaps still improving when its steps ran out. None when the log has fewer than two validations."""
+    if not log.is_file():
+        return None
+    with log.open(newline="") as f:
+        scores = [float(r["val_score"]) for r in csv.DictReader(f) if r.get("val_score")]
+    return min(range(len(scores)), key=scores.__getitem__) == len(scores) - 1 if len(scores) > 1 else None
+
+
 PRECISION_NAMES = {"bf16-mixed": "bfloat16 autocast", "32-true": "float32", "64-true": "float64"}
 
 
@@ -64,12 +74,14 @@ def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> 
             if pct == 100.0 and row.name in table.no_full:
                 continue
             vals, accs, more, seconds = [], [], {key: [] for key, _, _ in table.also}, 0.0
+            last: list[bool | None] = []  # per seed: best validation at the last one
             how: dict[str, list[float]] = {}  # ran_on -> [cells, CPU seconds]
             for seed in sorted(s for r, p, s in finished if r == row and p == pct):
                 m = cell_dir(out, row, pct, seed) / "metrics.json"
                 if m.is_file():
                     metrics = json.loads(m.read_text())
                     cell_seconds = _logged_seconds(m.parent / "log.csv")
+                    last.append(best_at_last(m.parent / "log.csv"))
                     seconds += cell_seconds
                     tally = how.setdefault(ran_on(m.parent, metrics), [0, 0.0])
                     tally[0], tally[1] = tally[0] + 1, tally[1] + cell_seconds
@@ -82,7 +94,8 @@ def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> 
                             more[key].append(100.0 * v if key.startswith("attribute_accuracy") else v)
             mean, std = _stats(vals)
             r = {"model": row.name, "labelled_pct": pct, "mean": mean, "std": std, "seeds": len(vals),
-                 "paper": row.paper.get(pct), "train_minutes": seconds / 60, "ran_on": how}
+                 "paper": row.paper.get(pct), "train_minutes": seconds / 60, "ran_on": how,
+                 "best_at_last": sum(x is True for x in last), "validated": sum(x is not None for x in last)}
             for key, v in more.items():
                 r[f"{key}_mean"], r[f"{key}_std"] = _stats(v)
             if accs:
@@ -171,6 +184,19 @@ def _hours_by_row(table: Table, results: list[dict]) -> str:
             f"{total / cores:.2f} hours of this {cores}-core machine with every core busy")
 
 
+def _best_at_last_line(table: Table, results: list[dict]) -> list[str]:
+    """How many finished runs had their best validation at their last one (per row), or nothing when no run
+    logged two validations: a protocol whose runs mostly end at their best is limited by its steps."""
+    runs = sum(r.get("validated", 0) for r in results)
+    if not runs:
+        return []
+    late = sum(r.get("best_at_last", 0) for r in results)
+    per_row = [(row.name, sum(r.get("best_at_last", 0) for r in results if r["model"] == row.name),
+                sum(r.get("validated", 0) for r in results if r["model"] == row.name)) for row in table.rows]
+    return [f"Runs whose best validation came at their last one (perhaps still improving when their steps ran out): "
+            f"{late} of {runs} ({', '.join(f'{name} {k} of {n}' for name, k, n in per_row if n)}).", ""]
+
+
 def _claim_lines(table: Table, results: list[dict]) -> list[str]:
     """One line per claim of ``table``: the fractions where it held on the cells' means, and, where it did not,
     both cells' mean +- std over their seeds; cells not computed yet are named as such."""
@@ -238,6 +264,7 @@ def _markdown(table: Table, results: list[dict], protocol: Protocol, quick: bool
               f"{_hours_by_row(table, results)}.", ""]
     if any(r.get("ran_on") for r in results):
         lines += [f"Where the cells ran: {_ran_on_line(results)}.", ""]
+    lines += _best_at_last_line(table, results)
     if extra:
         lines += ["Every cell ran with these changes to the configs (`--set`): "
                   + ", ".join(f"`{item}`" for item in extra) + "."
