@@ -129,6 +129,24 @@ def test_hgr1_cpu_protocol_narrows_every_network_alike():
         assert m.width == 16 and all(w == 16 for w in m.pointwise), (row.name, m)
 
 
+def test_hgr1_long_protocol_trains_the_claims_two_rows_at_5_pct_for_3000_steps():
+    from sslandmarks.report import _claim_lines
+    from sslandmarks.tables import HGR1_TABLE2, under
+
+    long, cpu = HGR1_TABLE2.protocols["cpu-long"], HGR1_TABLE2.protocols["cpu"]
+    table = under(HGR1_TABLE2, long)
+    assert [(r.name, p, s) for r, p, s in cells(table, long)] == [
+        ("Seq-MT (L)", 5.0, 0), ("Seq-MT (L)", 5.0, 1), ("Seq-MT (L)", 5.0, 2),
+        ("Seq-MT (L+ELT+A)", 5.0, 0), ("Seq-MT (L+ELT+A)", 5.0, 1), ("Seq-MT (L+ELT+A)", 5.0, 2)]
+    for row in table.rows:  # only the length differs from the 800-step table
+        a, b = cell_config(table, row, 5.0, 1, False, None, long), cell_config(table, row, 5.0, 1, False, None, cpu)
+        assert (a.train.steps, b.train.steps, a.train.eval_every) == (3000, 800, 250)
+        assert a.model == b.model and a.data == b.data and (a.train.lr, a.train.warmup_steps) == (b.train.lr, 100)
+    results = [{"model": r.name, "labelled_pct": 5.0, "mean": m, "std": 1.0, "seeds": 3}
+               for r, m in zip(table.rows, (50.0, 39.0))]
+    assert _claim_lines(table, results)[3:] == ["- Seq-MT (L+ELT+A) <= 0.8 x Seq-MT (L): held at 5 %."]  # no L+A row
+
+
 @pytest.mark.parametrize("name, count", [("mtfl", 2 * (3 + 3 + 1) + 4 * (3 + 3 + 1 + 1)), ("300w-partial", 4 * 4 * 2)])
 def test_face_cpu_protocols_size_every_row_of_an_architecture_alike(name, count):
     """The face CPU protocols: Seq-MT rows 5 convs 9x9x16, RCN+ rows the face68-fast net, the issue's columns."""

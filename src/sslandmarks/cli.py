@@ -437,7 +437,8 @@ def _reproduce_args(sub) -> None:
     x.add_argument("--out", required=True, help="results folder: runs/<row>/<pct>pct-seed<n>/ per cell, and "
                    "the aggregate beside them (keep it to resume)")
     x.add_argument("--protocol", help="how the cells train: 'cpu' (the default where a table has it: sized for a "
-                   "2-core CPU, as in results/) or 'paper' (the configs as they are, 5 seeds: a GPU's job)")
+                   "2-core CPU, as in results/), 'paper' (the configs as they are, 5 seeds: a GPU's job), or hgr1's "
+                   "'cpu-long' (its two 5 %% claim rows trained 3,000 steps instead of 800, 3 seeds)")
     x.add_argument("--seeds", type=int, help="seeds per cell, in every column (default: the protocol's)")
     x.add_argument("--report-only", action="store_true",
                    help="train nothing: write table.csv/md and plot.png from the cells finished so far")
