@@ -180,7 +180,7 @@ HGR1_CPU = Protocol(
 # 2-core AVX2 EPYC, from the 800-step cells' logged time: beyond the table's 6-hour budget, so a protocol of its own).
 HGR1_CPU_LONG = replace(
     HGR1_CPU,
-    overrides={"model": {"width": 16},
+    overrides={**HGR1_CPU.overrides,
                "train": {**HGR1_CPU.overrides["train"], "steps": 3000, "eval_every": 250, "checkpoint_every": 250}},
     seeds=3, rows=("Seq-MT (L)", "Seq-MT (L+ELT+A)"), fractions=(5.0,),
     note="CPU protocol, long runs at 5 % only: HGR1_CPU (Table S8's networks at width 16) trained 3,000 steps "
