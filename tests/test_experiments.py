@@ -505,19 +505,19 @@ def test_hours_to_go_prices_each_rows_remaining_runs_at_its_own_pace():
 
 
 def test_table_md_counts_the_runs_whose_best_validation_was_their_last(tmp_path):
-    from sslandmarks.report import _best_at_last_line, best_at_last
+    from sslandmarks.report import _best_at_last_line, best_at_last, log_rows
     from sslandmarks.tables import Row, Table
 
     def log(name, scores):
         path = tmp_path / f"{name}.csv"
         lines = ["step,total,val_score"] + [f"{50 * i},1.0,{s}" for i, s in enumerate(scores, 1)]
         path.write_text("\n".join(lines) + "\n")
-        return path
+        return log_rows(path)
 
     assert best_at_last(log("falling", ["", 9.0, "", 7.0, "", 5.0])) is True  # training rows have no score
     assert best_at_last(log("turned", [9.0, 5.0, 7.0])) is False
     assert best_at_last(log("tie", [5.0, 5.0])) is False  # the first of equal scores is the best kept
-    assert best_at_last(log("once", ["", 5.0])) is None and best_at_last(tmp_path / "missing.csv") is None
+    assert best_at_last(log("once", ["", 5.0])) is None and best_at_last(log_rows(tmp_path / "missing.csv")) is None
     table = Table(rows=(Row("A", "blocks.yaml", "L"), Row("B", "blocks.yaml", "L")), fractions=(5.0,),
                   metric="mean_error_px", unit="px", title="t")
     results = [{"model": "A", "best_at_last": 2, "validated": 3}, {"model": "B", "best_at_last": 0, "validated": 1}]

@@ -63,7 +63,7 @@ def test_log_counts_cpu_seconds_and_reports_prefer_them(tmp_path, tiny_overrides
 
     from conftest import sets
     from sslandmarks.cli import main
-    from sslandmarks.report import _logged_seconds
+    from sslandmarks.report import _logged_seconds, log_rows
 
     out = tmp_path / "run"
     assert main(["train", "--config", BLOCKS, "--out", str(out), "--quiet",
@@ -71,10 +71,10 @@ def test_log_counts_cpu_seconds_and_reports_prefer_them(tmp_path, tiny_overrides
     rows = list(csv.DictReader((out / "log.csv").open(newline="")))
     cpu = [float(r["cpu_seconds"]) for r in rows]
     assert all(b >= a > 0 for a, b in zip(cpu, cpu[1:]))  # CPU time of the run, growing row by row
-    assert _logged_seconds(out / "log.csv") == cpu[-1]
+    assert _logged_seconds(log_rows(out / "log.csv")) == cpu[-1]
     old = tmp_path / "old.csv"  # a log written before the column: its wall-clock seconds
     old.write_text("step,seconds\n5,1.5\n10,3.25\n")
-    assert _logged_seconds(old) == 3.25
+    assert _logged_seconds(log_rows(old)) == 3.25
 
 
 @pytest.mark.parametrize("native", [False, True])

@@ -33,24 +33,25 @@ def _mean_std(mean: float, std: float) -> str:
     return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} +- {std:.2f}"
 
 
-def _logged_seconds(log: Path) -> float:
-    """The training time a run's ``log.csv`` ends with (0 when there is none): its CPU time (``cpu_seconds``),
-    or, in logs written before that column, its wall-clock ``seconds``."""
+def log_rows(log: Path) -> list[dict]:
+    """The rows of a run's ``log.csv`` (none when there is no log), read once for every summary below."""
     if not log.is_file():
-        return 0.0
+        return []
     with log.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def _logged_seconds(rows: list[dict]) -> float:
+    """The training time a run's log (``log_rows``) ends with (0 when there is none): its CPU time
+    (``cpu_seconds``), or, in logs written before that column, its wall-clock ``seconds``."""
     last = rows[-1] if rows else {}
     return float(last.get("cpu_seconds") or last.get("seconds") or 0.0)
 
 
-def best_at_last(log: Path) -> bool | None:
-    """Whether a run's lowest validation score (``val_score`` of its ``log.csv``) came at its last validation:
+def best_at_last(rows: list[dict]) -> bool | None:
+    """Whether a run's lowest validation score (``val_score`` of its log, ``log_rows``) came at its last validation:
     a run perhaps still improving when its steps ran out. None when the log has fewer than two validations."""
-    if not log.is_file():
-        return None
-    with log.open(newline="") as f:
-        scores = [float(r["val_score"]) for r in csv.DictReader(f) if r.get("val_score")]
+    scores = [float(r["val_score"]) for r in rows if r.get("val_score")]
     return min(range(len(scores)), key=scores.__getitem__) == len(scores) - 1 if len(scores) > 1 else None
 
 
@@ -80,8 +81,9 @@ def collect(table: Table, out: Path, finished: list[tuple[Row, float, int]]) -> 
                 m = cell_dir(out, row, pct, seed) / "metrics.json"
                 if m.is_file():
                     metrics = json.loads(m.read_text())
-                    cell_seconds = _logged_seconds(m.parent / "log.csv")
-                    last.append(best_at_last(m.parent / "log.csv"))
+                    log = log_rows(m.parent / "log.csv")
+                    cell_seconds = _logged_seconds(log)
+                    last.append(best_at_last(log))
                     seconds += cell_seconds
                     tally = how.setdefault(ran_on(m.parent, metrics), [0, 0.0])
                     tally[0], tally[1] = tally[0] + 1, tally[1] + cell_seconds
@@ -187,12 +189,11 @@ def _hours_by_row(table: Table, results: list[dict]) -> str:
 def _best_at_last_line(table: Table, results: list[dict]) -> list[str]:
     """How many finished runs had their best validation at their last one (per row), or nothing when no run
     logged two validations: a protocol whose runs mostly end at their best is limited by its steps."""
-    runs = sum(r.get("validated", 0) for r in results)
-    if not runs:
-        return []
-    late = sum(r.get("best_at_last", 0) for r in results)
     per_row = [(row.name, sum(r.get("best_at_last", 0) for r in results if r["model"] == row.name),
                 sum(r.get("validated", 0) for r in results if r["model"] == row.name)) for row in table.rows]
+    late, runs = sum(k for _, k, _ in per_row), sum(n for _, _, n in per_row)
+    if not runs:
+        return []
     return [f"Runs whose best validation came at their last one (perhaps still improving when their steps ran out): "
             f"{late} of {runs} ({', '.join(f'{name} {k} of {n}' for name, k, n in per_row if n)}).", ""]
 
