@@ -181,7 +181,8 @@ HGR1_CPU = Protocol(
 # trained 3,000 steps, reached 29 % where the 800-step 100 % cells stayed at 44-45 %. This protocol asks whether the
 # gap opens with training length: the two rows of the claim at 5 %, 3,000 steps, 3 seeds, everything else as HGR1_CPU
 # (~4 CPU-hours in float32 on a 2-core AVX2 EPYC, from the 800-step cells' logged time: beyond the table's 6-hour
-# budget, so a protocol of its own).
+# budget, so a protocol of its own). It did not: at 3,000 steps (3 seeds, 3.35 CPU-hours as logged) Seq-MT (L) 59.04
+# and (L+ELT+A) 55.62 % test NME, 0.94x again (800 steps: 65.69 and 62.07); both rows gained ~6 points with length.
 HGR1_CPU_LONG = replace(
     HGR1_CPU,
     overrides={**HGR1_CPU.overrides,
