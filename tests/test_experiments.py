@@ -65,12 +65,14 @@ def test_tiny_grid_end_to_end_and_rerun_skips_finished_cells(tiny_grid):
     md = (out / "table.md").read_text()
     assert "| Seq-MT (L+ELT+A) |" in md and ("(1.70)" in md or "(**1.70**)" in md)
     assert f"`{TINY[0]}`" in md and "Training hours of the cells" in md  # --set changes stated beside the figures
+    assert "wall time of this invocation" in md
     assert (out / "plot.png").stat().st_size > 10_000
     before = (out / "table.csv").read_text()
     runs = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
     assert main(args) == 0  # everything is finished: only the aggregation runs
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()} == runs  # nothing retrained
     assert (out / "table.csv").read_text() == before
+    assert "wall time of this invocation" not in (out / "table.md").read_text()  # the rerun trained nothing
 
 
 def test_parallel_jobs_give_the_same_table_as_one_process(tiny_grid, tmp_path):

@@ -297,7 +297,7 @@ def write_outputs(table: Table, results: list[dict], out: Path, protocol: Protoc
                   planned: list[tuple[Row, float, int]] | None = None) -> None:
     """``table.csv`` (every metric of every cell), ``table.md`` and ``plot.png``; ``extra`` (the ``--set``
     overrides of every cell) is stated in ``table.md``; ``seconds``: this invocation's wall time
-    (None: --report-only, which trains nothing); ``planned``: the grid's runs in all (row, fraction, seed)."""
+    (None when it trained nothing, as with --report-only); ``planned``: the grid's runs in all (row, fraction, seed)."""
     _write_csv(table, results, out)
     lines = _markdown(table, results, protocol, quick, seconds, extra, planned)
     (out / "table.md").write_text("\n".join(lines) + "\n")

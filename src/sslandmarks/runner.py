@@ -267,7 +267,7 @@ def run_table(name: str, out: str | Path, seeds: int | None = None, quick: bool 
     planned = cells(table, plan)
     finished = [c for c in planned if cell_state(cell_dir(out, *c), config_of(*c))[0] == "done"]
     results = collect(table, out, finished)
-    write_outputs(table, results, out, proto, quick, None if report_only else time.time() - t0, extra, planned)
+    write_outputs(table, results, out, proto, quick, time.time() - t0 if todo else None, extra, planned)
     if table.compare:
         compare_figure(table, out, quick, extra, proto)
     return results
