@@ -169,7 +169,8 @@ def table_plot(results: list[dict], table, path: str | Path) -> None:
     ax.set_title(table.title, fontsize=9)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # no finished cell yet: no legend
-        ax.legend(fontsize=8, title="ours (solid); paper (dashed)", title_fontsize=8)
+        title = "ours (solid); paper (dashed)" if table.has_paper else "ours (mean +- std over seeds)"
+        ax.legend(fontsize=8, title=title, title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
