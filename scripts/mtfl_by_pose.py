@@ -47,6 +47,7 @@ def main(out: Path, test_list: Path) -> None:
                 means = np.mean(runs, axis=0)
                 print(f"| {row.name} | {pct:g} | {len(runs)} | " + " | ".join(f"{v:.2f}" for v in means) + " |")
 
+
 if __name__ == "__main__":
     main(Path(sys.argv[1] if len(sys.argv) > 1 else "results/mtfl"),
          Path(sys.argv[2] if len(sys.argv) > 2 else "../shared/data/mtfl/testing.txt"))
