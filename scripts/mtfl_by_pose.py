@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from sslandmarks.data.formats import Problems, read_mtfl
 from sslandmarks.tables import MTFL_TABLE, cell_dir
 
 POSES = ("left profile", "left", "frontal", "right", "right profile")
 
 
 def poses(test_list: Path) -> dict[int, int]:
-    """Line number (1-based, as in ``per_image_file``) -> pose label 1-5 (the list's last column)."""
-    return {i: int(cols[-1]) for i, cols in enumerate((line.split() for line in open(test_list)), 1) if cols}
+    """Line number (1-based, as in ``per_image_file``) -> pose label 1-5, read by the project's MTFL reader."""
+    return {int(s.where.rsplit(":", 1)[1]): s.attributes["pose"] + 1 for s in read_mtfl(test_list, Problems())}
 
 
 def by_pose(metrics: dict, pose_of: dict[int, int]) -> list[float]:
