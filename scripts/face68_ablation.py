@@ -9,7 +9,10 @@ same number of steps with configs/300w_face68_mixed.yaml, and differs from the r
 2. ``+ dlib-box jitter``: the crop box jittered as dlib's boxes scatter around the landmark box;
 3. ``+ MTFL ELT``: MTFL's 10,567 faces as unlabelled faces, ELT on them;
 4. ``+ MTFL 5-point``: the same faces supervised on the 5 points the 68-point layout determines;
-5. ``+ attributes``: pose and smile heads on the predicted landmarks (Seq-MT), labelled by MTFL's faces.
+5. ``+ attributes``: pose and smile heads on the predicted landmarks (Seq-MT), labelled by MTFL's faces;
+
+and, off the ladder, ``res112``: row 2 at 112x112 input instead of 80x80 (the weights carry over: the net is
+fully convolutional).
 
 Each row is trained into ``results/face68-ablation/runs/ROW/`` (config.yaml, log.csv and metrics.json are
 committed; checkpoints are not) and scored on the 300-W validation faces and on HELEN test, crops from the
@@ -47,6 +50,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "mtfl-elt": ("+ MTFL faces, ELT only", [_mtfl(False, "[]"), *NO_HEADS]),
     "mtfl-5pt": ("+ MTFL 5-point supervision", [_mtfl(True, "[]"), *NO_HEADS]),
     "attributes": ("+ pose and smile heads (Seq-MT)", []),
+    # not a step of the ladder: the jitter row at 112x112 (one pass costs ~2x the 80x80 one, about what 80x80
+    # with test-time mirroring costs today), to see whether resolution is what the MTFL faces cannot give
+    "res112": ("dlib-box jitter, 112x112 input (300-W only)", [*NO_MTFL, *NO_HEADS, "model.input_size=[112, 112]"]),
 }
 # key -> (split, detector, --refine): dlib boxes as `predict` runs them (a second pass cropped from the first
 # pass's landmarks), and in one pass, straight from the detector's box
