@@ -99,6 +99,15 @@ def cpu_hours(out: Path, row: str) -> float:
     return float(rows[-1].get("cpu_seconds") or rows[-1]["seconds"]) / 3600
 
 
+def arithmetic(out: Path, row: str) -> str:
+    """How a row trained: the precision and CPU its metrics.json records, else the precision its command asked."""
+    m = json.loads((out / "runs" / row / "metrics.json").read_text())
+    if "precision" in m:
+        return f"{m['precision']}, {m.get('machine', {}).get('cpu', '?')}"
+    cmd = json.loads((out / "runs" / row / "command.json").read_text())
+    return next((c.split("=", 1)[1] for c in cmd if c.startswith("train.precision=")), "?")
+
+
 def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], steps: int) -> str:
     lines = ["# face68 ablation: which faces and which boxes help (issue 18)", "",
              f"Every row continues the bundled face68 for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
@@ -108,18 +117,20 @@ def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], ste
              "train, held out) and on HELEN test (330 faces), each face cropped from its landmark box (the paper's "
              "protocol) or from dlib's detector box mapped to the same framing, as `predict` runs: a first pass "
              "from that box, a second from the box of the first pass's landmarks (`--refine 1`, the default for "
-             "face models; 'one pass': `--refine 0`); faces dlib misses are left out, count beside. Produced by "
+             "face models; 'one pass': `--refine 0`); faces dlib misses are left out, count beside. CPU-hours as "
+             "logged, in the row's arithmetic (bfloat16 with AMX-BF16 takes a fraction of float32's CPU time: "
+             "compare hours within one arithmetic). Produced by "
              "`PYTHONPATH=src .venv/bin/python "
              "scripts/face68_ablation.py`.", "",
              "| row | validation, landmark boxes | validation, dlib boxes | validation, dlib boxes, one pass | "
-             "HELEN test, landmark boxes | HELEN test, dlib boxes | HELEN test, dlib boxes, one pass | CPU-hours |",
-             "|---|---|---|---|---|---|---|---|"]
+             "HELEN test, landmark boxes | HELEN test, dlib boxes | HELEN test, dlib boxes, one pass | CPU-hours | "
+             "arithmetic, CPU |", "|---|---|---|---|---|---|---|---|---|"]
     for row, s in done.items():
         label = ROWS[row][0] if row in ROWS else row
         cells = [f"{s[k]['nme']:.2f}" + (f" ({s[k]['found']}/{s[k]['faces']})" if "found" in s[k] else "")
                  for k in SCORES]
-        hours = f"{cpu_hours(out, row):.2f}" if row in ROWS else "-"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {hours} |")
+        hours, how = (f"{cpu_hours(out, row):.2f}", arithmetic(out, row)) if row in ROWS else ("-", "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {hours} | {how} |")
     lines += ["", "Commands (then `sslandmarks evaluate --checkpoint RUN/checkpoints/best.ckpt --split val|test "
               "[--detector dlib [--refine 0]] --out RUN/eval_KEY.json` for each):", "", "```"]
     lines += [shlex.join(cmd) for cmd in commands.values()] + ["```", ""]
