@@ -31,6 +31,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sslandmarks.report import ran_on
+
 CONFIG = "configs/300w_face68_mixed.yaml"
 MTFL = "../shared/data/mtfl/training.txt, ../shared/data/mtfl/testing.txt"
 NO_HEADS = ["loss.variant=L+ELT", "model.heads=[]"]
@@ -99,15 +101,6 @@ def cpu_hours(out: Path, row: str) -> float:
     return float(rows[-1].get("cpu_seconds") or rows[-1]["seconds"]) / 3600
 
 
-def arithmetic(out: Path, row: str) -> str:
-    """How a row trained: the precision and CPU its metrics.json records, else the precision its command asked."""
-    m = json.loads((out / "runs" / row / "metrics.json").read_text())
-    if "precision" in m:
-        return f"{m['precision']}, {m.get('machine', {}).get('cpu', '?')}"
-    cmd = json.loads((out / "runs" / row / "command.json").read_text())
-    return next((c.split("=", 1)[1] for c in cmd if c.startswith("train.precision=")), "?")
-
-
 def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], steps: int) -> str:
     lines = ["# face68 ablation: which faces and which boxes help (issue 18)", "",
              f"Every row continues the bundled face68 for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
@@ -124,12 +117,14 @@ def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], ste
              "scripts/face68_ablation.py`.", "",
              "| row | validation, landmark boxes | validation, dlib boxes | validation, dlib boxes, one pass | "
              "HELEN test, landmark boxes | HELEN test, dlib boxes | HELEN test, dlib boxes, one pass | CPU-hours | "
-             "arithmetic, CPU |", "|---|---|---|---|---|---|---|---|---|"]
+             "trained in |", "|---|---|---|---|---|---|---|---|---|"]
     for row, s in done.items():
         label = ROWS[row][0] if row in ROWS else row
         cells = [f"{s[k]['nme']:.2f}" + (f" ({s[k]['found']}/{s[k]['faces']})" if "found" in s[k] else "")
                  for k in SCORES]
-        hours, how = (f"{cpu_hours(out, row):.2f}", arithmetic(out, row)) if row in ROWS else ("-", "-")
+        run = out / "runs" / row
+        hours, how = ((f"{cpu_hours(out, row):.2f}", ran_on(run, json.loads((run / "metrics.json").read_text())))
+                      if row in ROWS else ("-", "-"))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {hours} | {how} |")
     lines += ["", "Commands (then `sslandmarks evaluate --checkpoint RUN/checkpoints/best.ckpt --split val|test "
               "[--detector dlib [--refine 0]] --out RUN/eval_KEY.json` for each):", "", "```"]
