@@ -149,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     done: dict[str, dict] = {"face68 (bundled, the starting point)": scores(out / "bundled", ["--model", "face68"])}
     commands = {}
-    for row in rows:
+    for row in [] if args.report_only else rows:
         run = out / "runs" / row
-        if not args.report_only and not (run / "metrics.json").is_file():  # a finished row keeps its command
+        if not (run / "metrics.json").is_file():  # a finished row keeps its command
             cmd = train_row(out, row, args.steps, args.lr)
             (run / "command.json").write_text(json.dumps(cmd) + "\n")
+    for row in ROWS:  # the table: every finished row, not only those this call trained
+        run = out / "runs" / row
         if (run / "metrics.json").is_file():
             commands[row] = json.loads((run / "command.json").read_text())
             done[row] = scores(run, ["--checkpoint", str(run / "checkpoints" / "best.ckpt")])
