@@ -17,8 +17,9 @@ fully convolutional).
 Each row is trained into ``results/face68-ablation/runs/ROW/`` (config.yaml, log.csv and metrics.json are
 committed; checkpoints are not) and scored on the 300-W validation faces and on HELEN test, crops from the
 landmark boxes and from dlib's detector boxes (``sslandmarks evaluate --split val|test [--detector dlib]``),
-into ``eval.json``. A row that has its eval.json is not run again; a cut-off row resumes. The table goes to
-``results/face68_ablation.md``. Run it from the checkout's root, with ../shared/data beside it.
+into ``eval_KEY.json`` (one per score). A row that has its metrics.json is not trained again (a missing score is
+computed); a cut-off row resumes from its last checkpoint. The table, of every finished row whichever rows a call
+trains, goes to ``results/face68_ablation.md``. Run it from the checkout's root, with ../shared/data beside it.
 """
 
 from __future__ import annotations
@@ -149,11 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     done: dict[str, dict] = {"face68 (bundled, the starting point)": scores(out / "bundled", ["--model", "face68"])}
     commands = {}
-    for row in [] if args.report_only else rows:
-        run = out / "runs" / row
-        if not (run / "metrics.json").is_file():  # a finished row keeps its command
-            cmd = train_row(out, row, args.steps, args.lr)
-            (run / "command.json").write_text(json.dumps(cmd) + "\n")
+    to_train = [] if args.report_only else [r for r in rows if not (out / "runs" / r / "metrics.json").is_file()]
+    for row in to_train:  # a finished row keeps its command
+        cmd = train_row(out, row, args.steps, args.lr)
+        (out / "runs" / row / "command.json").write_text(json.dumps(cmd) + "\n")
     for row in ROWS:  # the table: every finished row, not only those this call trained
         run = out / "runs" / row
         if (run / "metrics.json").is_file():
