@@ -37,6 +37,8 @@ def _init_note(init: str) -> str:
     """How the weights started when the run was a fine-tune (``train.init``)."""
     if not init:
         return ""
+    if init in PRETRAINED and not Path(init).exists():
+        return f", starting from the weights of the {init} bundled before it"
     if not Path(init).is_file():
         return f", starting from the weights of {init}"
     state = load_checkpoint(init)
@@ -88,6 +90,22 @@ def _licence_note(paths: tuple[str, ...]) -> str:
             "only, and check the datasets' terms before any other use.")
 
 
+def _extra_rows(d) -> list[str]:
+    """Card rows for the extra training faces (``data.extra_sources``) and the detector-box jitter, if any."""
+    rows = []
+    for s in d.extra_sources:
+        use = (f"supervised on its {s.spec} points (weight {s.weight:g})" if s.labelled
+               else "landmarks unused (ELT only)")
+        labels = f"; labels the {', '.join(s.attributes)} heads" if s.attributes else ""
+        rows.append(f"| more training faces | {', '.join(s.train_path)} ({s.format}, {s.batch} per step, {use}"
+                    f"{labels}) |")
+    j = d.box_jitter
+    if max(*j.shift, j.scale) > 0:
+        rows.append(f"| crop boxes | jittered as a face detector's boxes scatter: shift std x {j.shift[0]:g}, "
+                    f"y {j.shift[1]:g} of the box side, log-scale std {j.scale:g} |")
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path)
@@ -105,11 +123,12 @@ def main() -> int:
     model, cfg = model_from_checkpoint(args.run / "checkpoints" / "best.ckpt")
     splits = load_splits(cfg, extra=False)  # val and test only: extra sources are training faces
     train_data, val_data, held_out = _split_note(cfg.data)
-    val, mirror_note = evaluate_data(model, splits.val, cfg), ""
     if args.mirror and not held_out:
         p.error("--mirror is chosen on validation, but this run trained on its validation images")
-    if args.mirror:  # decided on the validation split only
-        mirrored_cfg = replace(cfg, data=replace(cfg.data, test_flip=True))
+    if args.mirror:  # decided on the validation split only, from the single pass whatever the run's setting
+        cfg, mirrored_cfg = (replace(cfg, data=replace(cfg.data, test_flip=flip)) for flip in (False, True))
+    val, mirror_note = evaluate_data(model, splits.val, cfg), ""
+    if args.mirror:
         mirrored = evaluate_data(model, splits.val, mirrored_cfg)
         mirror_note = (f"Test-time mirroring (`data.test_flip`) is {'on' if mirrored['nme'] < val['nme'] else 'off'}: "
                        f"chosen on validation (NME {val['nme']:.2f} % without, {mirrored['nme']:.2f} % with).")
@@ -134,6 +153,7 @@ def main() -> int:
         f"box around the landmarks, enlarged by {d.crop_margin:.0%} per side |",
         f"| output | {m.num_landmarks} landmarks (`{d.spec}` layout) in input pixels; attribute heads: {heads} |",
         f"| training data | {train_data} ({d.labelled_pct:g} % labelled; {val_data}) |",
+        *_extra_rows(d),
         f"| augmentation | rotation +-{d.augment_rotation_deg:g} deg, scale {d.augment_scale[0]:g}-"
         f"{d.augment_scale[1]:g}, shift +-{d.augment_translate:.0%}, mirror p={d.augment_flip:g} |",
         f"| loss | {cfg.loss.variant} (lambda {cfg.loss.lam:g}, alpha {cfg.loss.alpha:g}, ELT on {cfg.loss.elt_on}) |",
