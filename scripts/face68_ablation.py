@@ -2,8 +2,9 @@
 
 usage: PYTHONPATH=src .venv/bin/python scripts/face68_ablation.py [--steps 3000] [--rows a,b] [--report-only]
 
-Every row continues the bundled ``face68`` (RCN+ 80x80, trained on the 1,086 labelled 300-W faces) for the
-same number of steps with configs/300w_face68_mixed.yaml, and differs from the row above it by one thing:
+Every row continues the ``face68`` bundled before this ablation (RCN+ 80x80, trained on the 1,086 labelled 300-W
+faces; the rows' commands say ``--init face68``, which named it when they ran) for the same number of steps
+with configs/300w_face68_mixed.yaml, and differs from the row above it by one thing:
 
 1. ``300-W``: 300-W faces only, crops from their landmark boxes (as face68 was trained): more steps alone;
 2. ``+ dlib-box jitter``: the crop box jittered as dlib's boxes scatter around the landmark box;
@@ -20,6 +21,8 @@ landmark boxes and from dlib's detector boxes (``sslandmarks evaluate --split va
 into ``eval_KEY.json`` (one per score). A row that has its metrics.json is not trained again (a missing score is
 computed); a cut-off row resumes from its last checkpoint. The table, of every finished row whichever rows a call
 trains, goes to ``results/face68_ablation.md``. Run it from the checkout's root, with ../shared/data beside it.
+The bundled face68 is now the row chosen on validation through dlib's boxes, so the starting weights are taken
+from git history (``git show STARTED_FROM:src/sslandmarks/weights/face68.ckpt``) into ``--start``'s file.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ MTFL = "../shared/data/mtfl/training.txt, ../shared/data/mtfl/testing.txt"
 NO_HEADS = ["loss.variant=L+ELT", "model.heads=[]"]
 NO_MTFL = ["data.extra_sources=[]"]
 NO_JITTER = ["data.box_jitter={shift: [0, 0], scale: 0}"]
+STARTED_FROM = "c886f2e"  # the last commit whose bundled face68 is the one every row continues
 
 
 def _mtfl(labelled: bool, attributes: str) -> str:
@@ -69,11 +73,24 @@ def _run(cmd: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "sslandmarks", *cmd[1:]], check=True)
 
 
-def train_row(out: Path, row: str, steps: int, lr: float) -> list[str]:
+def start_weights(path: Path) -> Path:
+    """The face68 the rows continue, written to ``path`` from git history unless it is there."""
+    if not path.is_file():
+        blob = subprocess.run(["git", "show", f"{STARTED_FROM}:src/sslandmarks/weights/face68.ckpt"],
+                              capture_output=True)
+        if blob.returncode:
+            sys.exit(f"face68_ablation: the starting face68 is not in {path} and git cannot give it "
+                     f"({blob.stderr.decode().strip()}): run from a full clone (git fetch --unshallow) or pass --start")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob.stdout)
+    return path
+
+
+def train_row(out: Path, row: str, steps: int, lr: float, start: Path) -> list[str]:
     """Train one row (resuming a cut-off one; bfloat16 where the CPU has AMX-BF16, else float32: each row's
     metrics.json records which); returns its train command."""
     run = out / "runs" / row
-    cmd = ["sslandmarks", "train", "--config", CONFIG, "--init", "face68", "--out", str(run), "--quiet",
+    cmd = ["sslandmarks", "train", "--config", CONFIG, "--init", str(start), "--out", str(run), "--quiet",
            *[a for item in [*ROWS[row][1], f"train.steps={steps}", f"train.lr={lr}", "train.precision=auto",
                             "data.test_flip=true", "train.eval_every=250", "train.checkpoint_every=250"]
              for a in ("--set", item)]]
@@ -104,7 +121,8 @@ def cpu_hours(out: Path, row: str) -> float:
 
 def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], steps: int) -> str:
     lines = ["# face68 ablation: which faces and which boxes help (issue 18)", "",
-             f"Every row continues the bundled face68 for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
+             f"Every row continues the face68 bundled before this ablation (commit {STARTED_FROM}; `--init face68` in "
+             f"the commands below named it when they ran) for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
              "row's `--set` items; the best of its validation checkpoints, by NME on landmark-box crops; test-time "
              "mirroring as the bundled face68), and adds "
              "one thing to the row above. Inter-ocular NME (%) on the 300-W validation faces (10 % of AFW + HELEN "
@@ -127,6 +145,13 @@ def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], ste
         hours, how = ((f"{cpu_hours(out, row):.2f}", ran_on(run, json.loads((run / "metrics.json").read_text())))
                       if row in ROWS else ("-", "-"))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {hours} | {how} |")
+    trained = {row: s["val_dlib"]["nme"] for row, s in done.items() if row in ROWS}
+    if trained:
+        best = sorted(trained, key=trained.get)
+        runner_up = f"; next {ROWS[best[1]][0]}, {trained[best[1]]:.3f} %" if best[1:] else ""
+        lines += ["", f"Best on the validation faces through dlib's boxes (how the issue chooses): {ROWS[best[0]][0]} "
+                  f"({trained[best[0]]:.3f} %{runner_up}). The face68 bundled since 2026-12-07 is the + MTFL 5-point "
+                  "supervision row's best checkpoint, chosen so (scripts/package_model.py)."]
     lines += ["", "Commands (then `sslandmarks evaluate --checkpoint RUN/checkpoints/best.ckpt --split val|test "
               "[--detector dlib [--refine 0]] --out RUN/eval_KEY.json` for each):", "", "```"]
     lines += [shlex.join(cmd) for cmd in commands.values()] + ["```", ""]
@@ -141,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/face68-ablation", help="folder of the rows' runs (default: %(default)s)")
     p.add_argument("--md", default="results/face68_ablation.md", help="the table (default: %(default)s)")
     p.add_argument("--report-only", action="store_true", help="write the table from the rows already scored")
+    p.add_argument("--start", type=Path, default=Path("results/face68-ablation/face68-before.ckpt"),
+                   help=f"the face68 every row continues (default: %(default)s, written from commit {STARTED_FROM}'s "
+                   "bundled face68 when missing)")
     args = p.parse_args(argv)
     out = Path(args.out)
     rows = [r for r in args.rows.split(",") if r]
@@ -148,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"face68_ablation: unknown row(s) {', '.join(unknown)}: use {', '.join(ROWS)}", file=sys.stderr)
         return 2
-    done: dict[str, dict] = {"face68 (bundled, the starting point)": scores(out / "bundled", ["--model", "face68"])}
+    bundled = out / "bundled"  # its scores are kept; computing them again needs the starting weights
+    cached = all((bundled / f"eval_{key}.json").is_file() for key in SCORES)
+    before = [] if cached else ["--checkpoint", str(start_weights(args.start))]
+    done: dict[str, dict] = {"face68 before this ablation (the starting point)": scores(bundled, before)}
     commands = {}
     to_train = [] if args.report_only else [r for r in rows if not (out / "runs" / r / "metrics.json").is_file()]
     for row in to_train:  # a finished row keeps its command
-        cmd = train_row(out, row, args.steps, args.lr)
+        cmd = train_row(out, row, args.steps, args.lr, start_weights(args.start))
         (out / "runs" / row / "command.json").write_text(json.dumps(cmd) + "\n")
     for row in ROWS:  # the table: every finished row, not only those this call trained
         run = out / "runs" / row
