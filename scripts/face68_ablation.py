@@ -35,6 +35,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from sslandmarks.report import ran_on
 
 CONFIG = "configs/300w_face68_mixed.yaml"
@@ -90,11 +92,14 @@ def train_row(out: Path, row: str, steps: int, lr: float, start: Path) -> list[s
     """Train one row (resuming a cut-off one; bfloat16 where the CPU has AMX-BF16, else float32: each row's
     metrics.json records which); returns its train command."""
     run = out / "runs" / row
-    cmd = ["sslandmarks", "train", "--config", CONFIG, "--init", str(start), "--out", str(run), "--quiet",
+    resume = (run / "checkpoints" / "last.ckpt").is_file()  # a cut-off row goes on as it began: its config.yaml
+    init = (yaml.safe_load((run / "config.yaml").read_text())["train"]["init"] if resume  # names its first weights
+            else str(start_weights(start)))
+    cmd = ["sslandmarks", "train", "--config", CONFIG, "--init", init, "--out", str(run), "--quiet",
            *[a for item in [*ROWS[row][1], f"train.steps={steps}", f"train.lr={lr}", "train.precision=auto",
                             "data.test_flip=true", "train.eval_every=250", "train.checkpoint_every=250"]
              for a in ("--set", item)]]
-    _run([*cmd, "--resume"] if (run / "checkpoints" / "last.ckpt").is_file() else cmd)
+    _run([*cmd, "--resume"] if resume else cmd)
     return cmd
 
 
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {}
     to_train = [] if args.report_only else [r for r in rows if not (out / "runs" / r / "metrics.json").is_file()]
     for row in to_train:  # a finished row keeps its command
-        cmd = train_row(out, row, args.steps, args.lr, start_weights(args.start))
+        cmd = train_row(out, row, args.steps, args.lr, args.start)
         (out / "runs" / row / "command.json").write_text(json.dumps(cmd) + "\n")
     for row in ROWS:  # the table: every finished row, not only those this call trained
         run = out / "runs" / row
