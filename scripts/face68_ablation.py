@@ -84,7 +84,9 @@ def start_weights(path: Path) -> Path:
             sys.exit(f"face68_ablation: the starting face68 is not in {path} and git cannot give it "
                      f"({blob.stderr.decode().strip()}): run from a full clone (git fetch --unshallow) or pass --start")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(blob.stdout)
+        part = path.with_name(path.name + ".part")  # whole or absent: a cut-off write is not taken for the weights
+        part.write_bytes(blob.stdout)
+        part.replace(path)
     return path
 
 
@@ -126,8 +128,9 @@ def cpu_hours(out: Path, row: str) -> float:
 
 def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], steps: int) -> str:
     lines = ["# face68 ablation: which faces and which boxes help (issue 18)", "",
-             f"Every row continues the face68 bundled before this ablation (commit {STARTED_FROM}; `--init face68` in "
-             f"the commands below named it when they ran) for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
+             f"Every row continues the face68 bundled before this ablation (commit {STARTED_FROM}: the commands' "
+             "`--init face68` named it when they ran, `--init results/face68-ablation/face68-before.ckpt` is the same "
+             f"weights taken from git history) for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
              "row's `--set` items; the best of its validation checkpoints, by NME on landmark-box crops; test-time "
              "mirroring as the bundled face68), and adds "
              "one thing to the row above. Inter-ocular NME (%) on the 300-W validation faces (10 % of AFW + HELEN "
@@ -150,13 +153,14 @@ def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], ste
         hours, how = ((f"{cpu_hours(out, row):.2f}", ran_on(run, json.loads((run / "metrics.json").read_text())))
                       if row in ROWS else ("-", "-"))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {hours} | {how} |")
-    trained = {row: s["val_dlib"]["nme"] for row, s in done.items() if row in ROWS}
+    trained = {row: s["val_dlib"]["nme"] for row, s in done.items() if row in ROWS and row != "res112"}  # the ladder
     if trained:
         best = sorted(trained, key=trained.get)
         runner_up = f"; next {ROWS[best[1]][0]}, {trained[best[1]]:.3f} %" if best[1:] else ""
-        lines += ["", f"Best on the validation faces through dlib's boxes (how the issue chooses): {ROWS[best[0]][0]} "
-                  f"({trained[best[0]]:.3f} %{runner_up}). The face68 bundled since 2026-12-07 is the + MTFL 5-point "
-                  "supervision row's best checkpoint, chosen so (scripts/package_model.py)."]
+        lines += ["", "Best of the ladder's rows on the validation faces through dlib's boxes (how the issue chooses): "
+                  f"{ROWS[best[0]][0]} ({trained[best[0]]:.3f} %{runner_up}). The face68 bundled on 2026-12-07 is the "
+                  "+ MTFL 5-point supervision row's best checkpoint (scripts/package_model.py), chosen so among the "
+                  "rows finished then."]
     lines += ["", "Commands (then `sslandmarks evaluate --checkpoint RUN/checkpoints/best.ckpt --split val|test "
               "[--detector dlib [--refine 0]] --out RUN/eval_KEY.json` for each):", "", "```"]
     lines += [shlex.join(cmd) for cmd in commands.values()] + ["```", ""]

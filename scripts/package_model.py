@@ -33,12 +33,12 @@ def _metrics_line(m: dict) -> str:
     return f"{m['n_images']} images: " + "; ".join(cells)
 
 
-def _init_note(init: str) -> str:
-    """How the weights started when the run was a fine-tune (``train.init``)."""
+def _init_note(init: str, name: str) -> str:
+    """How the weights started when the run was a fine-tune (``train.init``) of the model bundled as ``name``."""
     if not init:
         return ""
     if init in PRETRAINED and not Path(init).exists():
-        return f", starting from the weights of the {init} bundled before it"
+        return f", starting from the weights of the {init} bundled " + ("before it" if init == name else "then")
     if not Path(init).is_file():
         return f", starting from the weights of {init}"
     state = load_checkpoint(init)
@@ -95,7 +95,7 @@ def _extra_rows(d) -> list[str]:
     rows = []
     for s in d.extra_sources:
         use = (f"supervised on its {s.spec} points (weight {s.weight:g})" if s.labelled
-               else "landmarks unused (ELT only)")
+               else "its landmarks unused: images for ELT")
         labels = f"; labels the {', '.join(s.attributes)} heads" if s.attributes else ""
         rows.append(f"| more training faces | {', '.join(s.train_path)} ({s.format}, {s.batch} per step, {use}"
                     f"{labels}) |")
@@ -159,7 +159,7 @@ def main() -> int:
         f"| loss | {cfg.loss.variant} (lambda {cfg.loss.lam:g}, alpha {cfg.loss.alpha:g}, ELT on {cfg.loss.elt_on}) |",
         f"| training | {state['step']:,} of {cfg.train.steps:,} Adam steps ({_chosen(held_out, state, cfg)}), batches "
         f"{cfg.train.batch_labelled} + {cfg.train.batch_unlabelled}, lr {cfg.train.lr:g} {cfg.train.schedule}"
-        f"{_init_note(cfg.train.init)} |",
+        f"{_init_note(cfg.train.init, args.name)} |",
         *([f"{UNINFORMATIVE} {', '.join(args.uninformative)} (no better than the majority class on the test set; "
            "`predict` hides them unless `--all-attributes`) |"] if args.uninformative else []),
         "", "## Measured", "",
