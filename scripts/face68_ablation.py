@@ -35,8 +35,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
+from sslandmarks.config import read_saved_config
 from sslandmarks.report import ran_on
 
 CONFIG = "configs/300w_face68_mixed.yaml"
@@ -94,9 +93,9 @@ def train_row(out: Path, row: str, steps: int, lr: float, start: Path) -> list[s
     """Train one row (resuming a cut-off one; bfloat16 where the CPU has AMX-BF16, else float32: each row's
     metrics.json records which); returns its train command."""
     run = out / "runs" / row
-    resume = (run / "checkpoints" / "last.ckpt").is_file()  # a cut-off row goes on as it began: its config.yaml
-    init = (yaml.safe_load((run / "config.yaml").read_text())["train"]["init"] if resume  # names its first weights
-            else str(start_weights(start)))
+    resume = (run / "checkpoints" / "last.ckpt").is_file()
+    # a cut-off row goes on with the --init its config.yaml recorded (train refuses another on --resume)
+    init = read_saved_config(run / "config.yaml").train.init if resume else str(start_weights(start))
     cmd = ["sslandmarks", "train", "--config", CONFIG, "--init", init, "--out", str(run), "--quiet",
            *[a for item in [*ROWS[row][1], f"train.steps={steps}", f"train.lr={lr}", "train.precision=auto",
                             "data.test_flip=true", "train.eval_every=250", "train.checkpoint_every=250"]
