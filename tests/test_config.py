@@ -40,6 +40,7 @@ def test_overrides_and_variants():
         (["data.labelled_pct=0"], "outside (0, 100]"),
         (["data.labelled_pct=150"], "outside (0, 100]"),
         (["loss.variant=L+X"], "loss.variant"),
+        (["loss.distance=manhattan"], "use 'squared' or 'euclidean'"),
         (["model.name=resnet"], None),
         (["train.steps=many"], "must be int"),
         (["train.lr=fast"], "must be a number"),

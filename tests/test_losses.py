@@ -5,7 +5,16 @@ import torch
 from torch import nn
 
 from sslandmarks.geometry import AffineRanges, apply_points, sample_affine, warp_images
-from sslandmarks.losses import attribute_losses, combine, elt_loss, l2_penalty, landmark_loss, masked_mean
+from sslandmarks.losses import (
+    SMOOTHING_PX,
+    attribute_losses,
+    combine,
+    elt_loss,
+    l2_penalty,
+    landmark_loss,
+    masked_mean,
+    point_cost,
+)
 from sslandmarks.softargmax import soft_argmax
 
 
@@ -17,6 +26,23 @@ def test_masked_landmark_loss_by_hand():
     assert landmark_loss(pred, target, mask).item() == pytest.approx(26 / 3)
     assert landmark_loss(pred, target, torch.zeros_like(mask)).item() == 0.0
     assert masked_mean(torch.tensor([1.0, 3.0]), None).item() == 2.0
+
+
+def test_euclidean_landmark_loss_by_hand_and_its_gradient():
+    """``distance="euclidean"`` charges the (smoothed) distance: the misses above (5, 1, 0 px) cost
+    sqrt(d^2 + s^2) - s each; its gradient is the unit vector of the miss, and finite (zero) at a perfect hit."""
+    pred = torch.tensor([[[0.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [5.0, 5.0]]], requires_grad=True)
+    target = torch.tensor([[[3.0, 4.0], [1.0, 2.0]], [[2.0, 0.0], [float("nan"), float("nan")]]])
+    mask = ~torch.isnan(target).any(-1)
+    s = SMOOTHING_PX
+    by_hand = sum(math.sqrt(d * d + s * s) - s for d in (5.0, 1.0, 0.0)) / 3
+    loss = landmark_loss(pred, target, mask, "euclidean")
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    loss.backward()
+    g = pred.grad * 3  # undo the mean over 3 points
+    assert torch.allclose(g[0, 0], -torch.tensor([3.0, 4.0]) / math.sqrt(25 + s * s))
+    assert torch.allclose(g[1, 0], torch.zeros(2)) and torch.isfinite(g).all()
+    assert torch.equal(point_cost(torch.tensor([3.0, 4.0])), torch.tensor(25.0))  # the default stays the paper's
 
 
 def test_elt_zero_for_equivariant_and_positive_otherwise():

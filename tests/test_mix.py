@@ -122,6 +122,10 @@ def test_mapped_landmark_loss_by_hand():
     by_hand = (((target[0, 10:] - pred[0, 10:]) ** 2).sum() + ((target[1] - pred[1]) ** 2).sum()
                + 0.25 * ((five[2, :5] - m[:5] @ pred[2]) ** 2).sum()) / (58 + 68 + 0.25 * 5)
     assert torch.allclose(mapped_landmark_loss(pred, five, maps, weights), by_hand)
+    dist = lambda d: ((d**2).sum(-1) + 0.01).sqrt() - 0.1  # noqa: E731  (SMOOTHING_PX = 0.1)
+    by_hand = (dist(target[0, 10:] - pred[0, 10:]).sum() + dist(target[1] - pred[1]).sum()
+               + 0.25 * dist(five[2, :5] - (m[:5] @ pred[2])).sum()) / (58 + 68 + 0.25 * 5)
+    assert torch.allclose(mapped_landmark_loss(pred, five, maps, weights, "euclidean"), by_hand)
 
 
 def test_tiny_mixed_layout_run_and_the_five_point_faces_reach_only_their_five_points(tmp_path):

@@ -4,7 +4,8 @@ Every term is a plain function of tensors; :func:`combine` applies the paper's w
 
     Cost = attribute + alpha * elt + lambda * landmark + gamma * ||W||^2
 
-with ``landmark`` the mean squared Euclidean distance over labelled landmarks, ``elt`` the mean over
+with ``landmark`` the mean squared Euclidean distance over labelled landmarks (or, with
+``distance="euclidean"``, the mean distance itself), ``elt`` the mean over
 images and landmarks of ``||T L_k(I) - L_k(T I)||^2`` and ``attribute`` the sum over heads of
 cross-entropy (classification) or L1 (regression). Where faces come annotated in several layouts,
 ``landmark`` compares each face's annotated points with the same linear combinations of the predicted ones
@@ -30,16 +31,30 @@ def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
-def landmark_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean squared distance ``||pred_k - target_k||^2`` over valid landmarks.
+SMOOTHING_PX = 0.1  # the euclidean distance is sqrt(d^2 + SMOOTHING_PX^2) - SMOOTHING_PX: differentiable at 0
+
+
+def point_cost(diff: Tensor, distance: str = "squared") -> Tensor:
+    """Cost of each miss ``diff (..., 2)`` -> ``(...)``: ``||diff||^2`` (``"squared"``, the paper's) or the
+    distance ``||diff||`` (``"euclidean"``, smoothed within :data:`SMOOTHING_PX` of zero so that its gradient,
+    a unit vector elsewhere, stays finite at a perfect hit)."""
+    sq = (diff * diff).sum(-1)
+    if distance == "squared":
+        return sq
+    return torch.sqrt(sq + SMOOTHING_PX**2) - SMOOTHING_PX
+
+
+def landmark_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None, distance: str = "squared") -> Tensor:
+    """Mean over valid landmarks of ``||pred_k - target_k||^2`` (or of the distance: :func:`point_cost`).
 
     ``pred, target (B, K, 2)``; ``mask (B, K)`` bool (missing targets may hold NaN: they are ignored).
     """
-    diff = torch.nan_to_num(target) - pred
-    return masked_mean((diff * diff).sum(-1), mask)
+    return masked_mean(point_cost(torch.nan_to_num(target) - pred, distance), mask)
 
 
-def mapped_landmark_loss(pred: Tensor, target: Tensor, maps: Tensor, weights: Tensor) -> Tensor:
+def mapped_landmark_loss(
+    pred: Tensor, target: Tensor, maps: Tensor, weights: Tensor, distance: str = "squared"
+) -> Tensor:
     """:func:`landmark_loss` for faces annotated in different layouts: row ``b``'s annotated points are
     ``maps[b] @ pred[b]``, and each of its valid points weighs ``weights[b]`` in the mean.
 
@@ -51,7 +66,7 @@ def mapped_landmark_loss(pred: Tensor, target: Tensor, maps: Tensor, weights: Te
     valid = ~torch.isnan(target).any(-1)
     diff = torch.nan_to_num(target).float() - mapped
     w = valid.float() * weights.float()[:, None]
-    return ((diff * diff).sum(-1) * w).sum() / w.sum().clamp_min(1e-12)
+    return (point_cost(diff, distance) * w).sum() / w.sum().clamp_min(1e-12)
 
 
 def elt_loss(pred: Tensor, pred_warped: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -106,9 +106,10 @@ def compute_losses(
         losses["landmark"] = heatmap_ce_loss(out.heatmaps[:n], batch.landmarks, batch.landmark_mask)
     elif "L" in terms and batch.source is not None:
         lay, src = batch.layouts, batch.source
-        losses["landmark"] = mapped_landmark_loss(pred, batch.landmarks, lay.maps[src], lay.weights[src])
+        maps, weights = lay.maps[src], lay.weights[src]
+        losses["landmark"] = mapped_landmark_loss(pred, batch.landmarks, maps, weights, loss_cfg.distance)
     elif "L" in terms:
-        losses["landmark"] = landmark_loss(pred, batch.landmarks, batch.landmark_mask)
+        losses["landmark"] = landmark_loss(pred, batch.landmarks, batch.landmark_mask, loss_cfg.distance)
     if "A" in terms and batch.kinds:
         per_head = attribute_losses({k: v[:n] for k, v in out.attributes.items()}, batch.attributes, batch.kinds)
         losses["attribute"] = torch.stack(list(per_head.values())).sum()
