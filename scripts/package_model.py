@@ -156,7 +156,8 @@ def main() -> int:
         *_extra_rows(d),
         f"| augmentation | rotation +-{d.augment_rotation_deg:g} deg, scale {d.augment_scale[0]:g}-"
         f"{d.augment_scale[1]:g}, shift +-{d.augment_translate:.0%}, mirror p={d.augment_flip:g} |",
-        f"| loss | {cfg.loss.variant} (lambda {cfg.loss.lam:g}, alpha {cfg.loss.alpha:g}, ELT on {cfg.loss.elt_on}) |",
+        f"| loss | {cfg.loss.variant} (lambda {cfg.loss.lam:g}, alpha {cfg.loss.alpha:g}, ELT on {cfg.loss.elt_on}"
+        f"{'; landmark misses charged their distance' if cfg.loss.distance == 'euclidean' else ''}) |",
         f"| training | {state['step']:,} of {cfg.train.steps:,} Adam steps ({_chosen(held_out, state, cfg)}), batches "
         f"{cfg.train.batch_labelled} + {cfg.train.batch_unlabelled}, lr {cfg.train.lr:g} {cfg.train.schedule}"
         f"{_init_note(cfg.train.init, args.name)} |",

@@ -37,7 +37,7 @@ SMOOTHING_PX = 0.1  # the euclidean distance is sqrt(d^2 + SMOOTHING_PX^2) - SMO
 def point_cost(diff: Tensor, distance: str = "squared") -> Tensor:
     """Cost of each miss ``diff (..., 2)`` -> ``(...)``: ``||diff||^2`` (``"squared"``, the paper's) or the
     distance ``||diff||`` (``"euclidean"``, smoothed within :data:`SMOOTHING_PX` of zero so that its gradient,
-    a unit vector elsewhere, stays finite at a perfect hit)."""
+    within 1 % of a unit vector beyond 1 px, stays finite at a perfect hit)."""
     sq = (diff * diff).sum(-1)
     if distance == "squared":
         return sq
