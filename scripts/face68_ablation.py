@@ -44,6 +44,7 @@ MTFL = "../shared/data/mtfl/training.txt, ../shared/data/mtfl/testing.txt"
 NO_HEADS = ["loss.variant=L+ELT", "model.heads=[]"]
 NO_MTFL = ["data.extra_sources=[]"]
 NO_JITTER = ["data.box_jitter={shift: [0, 0], scale: 0}"]
+BUNDLED = "euclid"  # the row whose best checkpoint is the bundled face68 (src/sslandmarks/weights/face68.md)
 STARTED_FROM = "c886f2e"  # the last commit whose bundled face68 is the one every row continues
 
 
@@ -67,6 +68,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "euclid": ("+ MTFL 5-point, euclidean landmark loss", [_mtfl(True, "[]"), *NO_HEADS, "loss.distance=euclidean"]),
 }
 LADDER = ("300w", "jitter", "mtfl-elt", "mtfl-5pt", "attributes")  # rows 1-5, each adding one thing
+CANDIDATES = (*LADDER, "euclid")  # the rows with face68's input and graph, so its latency (res112's is ~2x)
 # key -> (split, detector, --refine): dlib boxes as `predict` runs them (a second pass cropped from the first
 # pass's landmarks), and in one pass, straight from the detector's box
 SCORES = {"val": ("val", None, None), "val_dlib": ("val", "dlib", None), "val_dlib_1pass": ("val", "dlib", 0),
@@ -137,7 +139,9 @@ def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], ste
              f"weights taken from git history) for {steps:,} steps (configs/300w_face68_mixed.yaml with the "
              "row's `--set` items; the best of its validation checkpoints, by NME on landmark-box crops; test-time "
              "mirroring as the bundled face68), and adds "
-             "one thing to the row above. Inter-ocular NME (%) on the 300-W validation faces (10 % of AFW + HELEN "
+             "one thing to the row above; the rows below the ladder change one thing in the ladder's row they name "
+             "(input size: the jitter row; landmark loss: the 5-point row). Inter-ocular NME (%) on the 300-W "
+             "validation faces (10 % of AFW + HELEN "
              "train, held out) and on HELEN test (330 faces), each face cropped from its landmark box (the paper's "
              "protocol) or from dlib's detector box mapped to the same framing, as `predict` runs: a first pass "
              "from that box, a second from the box of the first pass's landmarks (`--refine 1`, the default for "
@@ -157,14 +161,13 @@ def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], ste
         hours, how = ((f"{cpu_hours(out, row):.2f}", ran_on(run, json.loads((run / "metrics.json").read_text())))
                       if row in ROWS else ("-", "-"))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {hours} | {how} |")
-    trained = {row: s["val_dlib"]["nme"] for row, s in done.items() if row in LADDER}
+    trained = {row: s["val_dlib"]["nme"] for row, s in done.items() if row in CANDIDATES}
     if trained:
         best = sorted(trained, key=trained.get)
         runner_up = f"; next {ROWS[best[1]][0]}, {trained[best[1]]:.3f} %" if best[1:] else ""
-        lines += ["", "Best of the ladder's rows on the validation faces through dlib's boxes (how the issue chooses): "
-                  f"{ROWS[best[0]][0]} ({trained[best[0]]:.3f} %{runner_up}). The face68 bundled on 2026-12-07 is the "
-                  "+ MTFL 5-point supervision row's best checkpoint (scripts/package_model.py), chosen so among the "
-                  "rows finished then."]
+        lines += ["", "Best of the rows with face68's input size (its latency) on the validation faces through dlib's "
+                  f"boxes (how the issue chooses): {ROWS[best[0]][0]} ({trained[best[0]]:.3f} %{runner_up}). "
+                  f"The bundled face68 is the {ROWS[BUNDLED][0]} row's best checkpoint (scripts/package_model.py)."]
     lines += ["", "Commands (then `sslandmarks evaluate --checkpoint RUN/checkpoints/best.ckpt --split val|test "
               "[--detector dlib [--refine 0]] --out RUN/eval_KEY.json` for each):", "", "```"]
     lines += [shlex.join(cmd) for cmd in commands.values()] + ["```", ""]
