@@ -22,7 +22,7 @@ from sslandmarks.data.mix import mix_sources
 from sslandmarks.data.sources import load_splits
 from sslandmarks.data.splits import semi_supervised
 from sslandmarks.errors import UserError
-from sslandmarks.losses import landmark_loss, mapped_landmark_loss
+from sslandmarks.losses import SMOOTHING_PX, landmark_loss, mapped_landmark_loss
 from sslandmarks.specs import POINT_MAPS, SPECS, mtfl5_from_300w68, point_map
 from sslandmarks.train import Batches, check_run, compute_losses, fit
 
@@ -122,7 +122,9 @@ def test_mapped_landmark_loss_by_hand():
     by_hand = (((target[0, 10:] - pred[0, 10:]) ** 2).sum() + ((target[1] - pred[1]) ** 2).sum()
                + 0.25 * ((five[2, :5] - m[:5] @ pred[2]) ** 2).sum()) / (58 + 68 + 0.25 * 5)
     assert torch.allclose(mapped_landmark_loss(pred, five, maps, weights), by_hand)
-    dist = lambda d: ((d**2).sum(-1) + 0.01).sqrt() - 0.1  # noqa: E731  (SMOOTHING_PX = 0.1)
+    def dist(d: torch.Tensor) -> torch.Tensor:  # the smoothed distance, written out
+        return ((d**2).sum(-1) + SMOOTHING_PX**2).sqrt() - SMOOTHING_PX
+
     by_hand = (dist(target[0, 10:] - pred[0, 10:]).sum() + dist(target[1] - pred[1]).sum()
                + 0.25 * dist(five[2, :5] - (m[:5] @ pred[2])).sum()) / (58 + 68 + 0.25 * 5)
     assert torch.allclose(mapped_landmark_loss(pred, five, maps, weights, "euclidean"), by_hand)
