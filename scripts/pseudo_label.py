@@ -10,9 +10,9 @@ test-time mirroring of the model's card); of the faces found, the one whose poin
 (``specs.POINT_MAPS``: MTFL's eye centres are means of 300-W's eye contours), lie nearest the annotation is
 taken, and kept when its NME against the annotation (by the annotated layout's normaliser: MTFL's eye-centre
 distance) is at most ``--max-nme`` %. The kept faces go to a CSV manifest in the model's layout
-(``format: csv``, absolute image paths), to be named in ``data.extra_sources`` like any annotated faces. The
-annotations themselves are not copied: the manifest holds machine-made points, and says so in its name only, so
-keep it outside the project (research-only data)."""
+(``format: csv``, absolute image paths), to be named in ``data.extra_sources`` like any annotated faces. Its
+points are machine-made, not annotation: report them as such, and keep the manifest outside the project (it
+describes research-only photos)."""
 
 from __future__ import annotations
 
