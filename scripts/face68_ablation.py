@@ -44,7 +44,7 @@ MTFL = "../shared/data/mtfl/training.txt, ../shared/data/mtfl/testing.txt"
 NO_HEADS = ["loss.variant=L+ELT", "model.heads=[]"]
 NO_MTFL = ["data.extra_sources=[]"]
 NO_JITTER = ["data.box_jitter={shift: [0, 0], scale: 0}"]
-BUNDLED = "euclid"  # the row whose best checkpoint is the bundled face68 (src/sslandmarks/weights/face68.md)
+BUNDLED = "euclid"  # the row the bundled face68 continues for a second cycle (results/face68-cycle2)
 STARTED_FROM = "c886f2e"  # the last commit whose bundled face68 is the one every row continues
 
 
@@ -167,7 +167,8 @@ def report(out: Path, done: dict[str, dict], commands: dict[str, list[str]], ste
         runner_up = f"; next {ROWS[best[1]][0]}, {trained[best[1]]:.3f} %" if best[1:] else ""
         lines += ["", "Best of the rows with face68's input size (its latency) on the validation faces through dlib's "
                   f"boxes (how the issue chooses): {ROWS[best[0]][0]} ({trained[best[0]]:.3f} %{runner_up}). "
-                  f"The bundled face68 is the {ROWS[BUNDLED][0]} row's best checkpoint (scripts/package_model.py)."]
+                  f"The bundled face68 is the {ROWS[BUNDLED][0]} row's best checkpoint continued for a second cycle "
+                  "of the same recipe (results/face68-cycle2/README.md)."]
     lines += ["", "Commands (then `sslandmarks evaluate --checkpoint RUN/checkpoints/best.ckpt --split val|test "
               "[--detector dlib [--refine 0]] --out RUN/eval_KEY.json` for each):", "", "```"]
     lines += [shlex.join(cmd) for cmd in commands.values()] + ["```", ""]

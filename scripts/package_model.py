@@ -160,6 +160,7 @@ def main() -> int:
         f"{'; landmark misses charged their distance' if cfg.loss.distance == 'euclidean' else ''}) |",
         f"| training | {state['step']:,} of {cfg.train.steps:,} Adam steps ({_chosen(held_out, state, cfg)}), batches "
         f"{cfg.train.batch_labelled} + {cfg.train.batch_unlabelled}, lr {cfg.train.lr:g} {cfg.train.schedule}"
+        f"{f', weights kept as their moving average (ema {cfg.train.ema:g})' if cfg.train.ema else ''}"
         f"{_init_note(cfg.train.init, args.name)} |",
         *([f"{UNINFORMATIVE} {', '.join(args.uninformative)} (no better than the majority class on the test set; "
            "`predict` hides them unless `--all-attributes`) |"] if args.uninformative else []),
