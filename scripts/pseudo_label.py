@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 import sslandmarks
 from sslandmarks.data.formats import Problems, read_annotations
-from sslandmarks.metrics import landmark_metrics
 from sslandmarks.errors import UserError
+from sslandmarks.metrics import normalizer_values, point_errors
 from sslandmarks.specs import LandmarkSpec, layout, point_map
 
 
@@ -36,7 +36,9 @@ def agreement(points: np.ndarray, annotated: np.ndarray, mapping: np.ndarray, sp
     """NME (%) of ``points (K, 2)``, mapped by ``mapping (K', K)`` to the annotated layout ``spec``, against
     ``annotated (K', 2)``, by that layout's default normaliser."""
     pred, gt = (torch.as_tensor(a, dtype=torch.float64)[None] for a in (mapping @ points, annotated))
-    return landmark_metrics(pred, gt, (1, 1), spec.default_normalizer, spec)["nme"]
+    # landmark_metrics' per-image NME, without the curves and tables it also computes for a whole split
+    norm = normalizer_values(spec.default_normalizer, gt, (1, 1), spec)
+    return float(100.0 * torch.nanmean(point_errors(pred, gt)) / norm[0])
 
 
 def label(argv: list[str] | None = None) -> int:
